@@ -1,0 +1,128 @@
+# -*- coding: utf-8 -*-
+# Copyright: Lifeboat contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The module edge: option layers shared by modules, and the one error mapping.
+
+Option layers (each documented by the doc fragment of the same name in
+``plugins/doc_fragments/``; keep the two in step):
+
+* ``store_argument_spec()``  -> fragment ``lifeboat.dr.store``: store path, key source, compression.
+* ``mysql_argument_spec()``  -> fragment ``lifeboat.dr.mysql``: how to reach a MySQL/MariaDB server.
+* ``redis_argument_spec()``  -> fragment ``lifeboat.dr.redis``: how to reach a Redis server.
+* ``vault_argument_spec()``  -> fragment ``lifeboat.dr.vault``: how to reach Vault/OpenBao (as community.hashi_vault).
+
+A module builds its spec by merging layers with its own options, creates a
+:class:`LifeboatModule`, and hands one function to :func:`run_module`, which
+turns any :class:`LifeboatError` into ``fail_json(msg=...)`` naming the host
+and component, and attaches the collected log lines.
+"""
+
+from __future__ import annotations
+
+import socket
+import traceback
+from typing import Any, Callable
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.lifeboat.dr.plugins.module_utils.errors import LifeboatError
+from ansible_collections.lifeboat.dr.plugins.module_utils.progress import capture_logs
+
+
+def store_argument_spec() -> dict[str, Any]:
+    """Options naming the backup store, the key-encryption keys and compression."""
+    return dict(
+        store=dict(type="path", required=True),
+        key_file=dict(type="path"),
+        escrow_key_file=dict(type="path"),
+        transit_url=dict(type="str"),
+        transit_token=dict(type="str", no_log=True),
+        transit_mount=dict(type="str", default="transit"),
+        transit_key=dict(type="str"),
+        compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
+        compression_level=dict(type="int"),
+    )
+
+
+def mysql_argument_spec() -> dict[str, Any]:
+    """Connection options for MySQL/MariaDB (names as in community.mysql)."""
+    return dict(
+        login_host=dict(type="str", default="127.0.0.1"),
+        login_port=dict(type="int", default=3306),
+        login_user=dict(type="str"),
+        login_password=dict(type="str", no_log=True),
+        login_unix_socket=dict(type="str"),
+        connect_timeout=dict(type="int", default=10),
+        ca_cert=dict(type="path", aliases=["ssl_ca"]),
+        check_hostname=dict(type="bool"),
+    )
+
+
+def redis_argument_spec() -> dict[str, Any]:
+    """Connection options for Redis (AUTH with optional ACL user, optional TLS)."""
+    return dict(
+        redis_host=dict(type="str", default="127.0.0.1"),
+        redis_port=dict(type="int", default=6379),
+        redis_user=dict(type="str"),
+        redis_password=dict(type="str", no_log=True),
+        redis_tls=dict(type="bool", default=False),
+        redis_ca_cert=dict(type="path"),
+        redis_validate_certs=dict(type="bool", default=True),
+        redis_timeout=dict(type="float", default=10.0),
+    )
+
+
+def vault_argument_spec() -> dict[str, Any]:
+    """Connection options for Vault/OpenBao (layered as in community.hashi_vault)."""
+    return dict(
+        url=dict(type="str", required=True),
+        auth_method=dict(type="str", default="token", choices=["token", "approle"]),
+        token=dict(type="str", no_log=True),
+        role_id=dict(type="str"),
+        secret_id=dict(type="str", no_log=True),
+        namespace=dict(type="str"),
+        ca_cert=dict(type="path"),
+        validate_certs=dict(type="bool", default=True),
+        timeout=dict(type="int", default=30),
+    )
+
+
+def merge_specs(*specs: dict[str, Any]) -> dict[str, Any]:
+    """Merge option layers; a later layer may not silently redefine an option."""
+    merged: dict[str, Any] = {}
+    for spec in specs:
+        for name, opt in spec.items():
+            if name in merged and merged[name] != opt:
+                raise ValueError(f"option {name!r} defined twice with different specs")
+            merged[name] = opt
+    return merged
+
+
+class LifeboatModule(AnsibleModule):
+    """AnsibleModule with the Lifeboat conventions: a component name for messages."""
+
+    def __init__(self, *args: Any, component: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.component = component
+
+
+def run_module(module: LifeboatModule, action: Callable[[LifeboatModule], dict[str, Any]]) -> None:
+    """Run ``action(module)`` and exit: its dict via ``exit_json``; errors via ``fail_json``.
+
+    ``action`` returns the result dict (must contain ``changed``). A
+    :class:`LifeboatError` becomes ``fail_json(msg="<host> <component>: <message> -- <hint>")``;
+    any other exception becomes a failure with the traceback in ``exception``.
+    """
+    logs = capture_logs()
+    where = f"{socket.gethostname()} {module.component}".strip()
+    try:
+        result = action(module)
+    except LifeboatError as err:
+        module.fail_json(msg=f"{where}: {err}", error_type=type(err).__name__,
+                         retryable=err.retryable, log=logs.lines)
+    except Exception as err:  # noqa: BLE001 - the edge: report, never hide
+        module.fail_json(msg=f"{where}: unexpected {type(err).__name__}: {err}",
+                         exception=traceback.format_exc(), log=logs.lines)
+    result.setdefault("changed", False)
+    result.setdefault("log", logs.lines)
+    module.exit_json(**result)
