@@ -1,0 +1,251 @@
+"""Files engine, pure logic: tar stream writing, filters, safe extraction, swap."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+from ansible_collections.lifeboat.dr.plugins.module_utils import files_engine as fe
+from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
+    ConfigError,
+    NotFound,
+    RestoreFailed,
+    VerificationFailed,
+)
+
+
+def make_tree(root: Path) -> None:
+    (root / "sub" / "deep").mkdir(parents=True)
+    (root / "a.txt").write_text("alpha\n")
+    (root / "sub" / "b.bin").write_bytes(os.urandom(300_000))
+    (root / "sub" / "deep" / "ünï cødé.txt").write_text("unicode name\n")
+    (root / "skip.log").write_text("log\n")
+    os.symlink("a.txt", root / "link-to-a")
+    os.symlink("../a.txt", root / "sub" / "up-link")
+    os.chmod(root / "a.txt", 0o640)
+    os.utime(root / "a.txt", ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+
+
+def backup_to_bytes(root: Path, **kw) -> tuple[bytes, fe.TreeResult]:
+    out = io.BytesIO()
+    result = fe.write_tree_tar(out, root, set_id="full_x", **kw)
+    return out.getvalue(), result
+
+
+def restore_bytes(data: bytes, dest: Path, entries) -> fe.SafeExtractor:
+    dest.mkdir()
+    ex = fe.SafeExtractor(dest)
+    ex.extract(io.BytesIO(data))
+    fe.remove_unlisted(dest, entries)
+    fe.check_tree(dest, entries, ex.written)
+    fe.apply_metadata(dest, entries)
+    return ex
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = os.lstat(p)
+            rel = p.relative_to(root).as_posix()
+            content = os.readlink(p) if stat.S_ISLNK(st.st_mode) else (
+                p.read_bytes() if stat.S_ISREG(st.st_mode) else None)
+            out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode) if not stat.S_ISLNK(st.st_mode)
+                        else 0, st.st_mtime_ns, content)
+    return out
+
+
+def test_tree_round_trips_with_modes_mtimes_symlinks_and_unicode(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    make_tree(src)
+    data, result = backup_to_bytes(src)
+    assert tarfile.open(fileobj=io.BytesIO(data)).getmember("link-to-a").issym()  # a real pax tar
+    dest = tmp_path / "dest"
+    restore_bytes(data, dest, result.entries)
+    assert snapshot(dest) == snapshot(src)
+    assert result.stored_files == 4 and not result.changed_during_backup
+
+
+def test_excluded_paths_are_left_out_and_include_selects_files(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    make_tree(src)
+    _, result = backup_to_bytes(src, path_filter=fe.PathFilter(include=("*.txt", "*.bin"), exclude=("deep",)))
+    paths = {e["path"] for e in result.entries}
+    assert paths == {"a.txt", "sub", "sub/b.bin"}
+
+
+def test_incremental_stores_only_changed_files_and_records_deletions(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    make_tree(src)
+    full_data, full = backup_to_bytes(src)
+    (src / "skip.log").unlink()
+    (src / "a.txt").write_text("changed\n")
+    (src / "new.txt").write_text("new\n")
+    st = os.stat(src / "sub" / "b.bin")  # touched only: same content, new mtime
+    os.utime(src / "sub" / "b.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    out = io.BytesIO()
+    inc = fe.write_tree_tar(out, src, set_id="inc_y", previous={e["path"]: e for e in full.entries})
+    assert inc.deleted == ["skip.log"]
+    assert inc.stored_files == 2 and inc.unchanged_files == 2
+    by_path = {e["path"]: e for e in inc.entries}
+    assert by_path["sub/b.bin"]["stored_in"] == "full_x"
+    assert by_path["new.txt"]["stored_in"] == "inc_y"
+    # chain restore: full then incremental, unlisted removed, equals the final tree
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    ex = fe.SafeExtractor(dest)
+    ex.extract(io.BytesIO(full_data))
+    ex.extract(io.BytesIO(out.getvalue()))
+    fe.remove_unlisted(dest, inc.entries)
+    fe.check_tree(dest, inc.entries, ex.written)
+    fe.apply_metadata(dest, inc.entries)
+    assert snapshot(dest) == snapshot(src)
+
+
+def test_file_changing_during_read_is_reported(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "grow.txt").write_bytes(b"x" * 1000)
+    real_fstat = os.fstat
+
+    def lying_fstat(fd):
+        st = real_fstat(fd)
+        return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid,
+                               st.st_size + 1, st.st_atime, st.st_mtime, st.st_ctime))
+
+    monkeypatch.setattr(fe.os, "fstat", lying_fstat)
+    _, result = backup_to_bytes(src)
+    assert result.changed_during_backup == ["grow.txt"]
+
+
+def hostile(member: tarfile.TarInfo, payload: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        ok = tarfile.TarInfo("fine.txt")
+        ok.size = 2
+        tar.addfile(ok, io.BytesIO(b"ok"))
+        member.size = len(payload) if member.isreg() else 0
+        tar.addfile(member, io.BytesIO(payload) if member.isreg() else None)
+    return buf.getvalue()
+
+
+def _sym(name, target):
+    m = tarfile.TarInfo(name)
+    m.type, m.linkname = tarfile.SYMTYPE, target
+    return m
+
+
+def _typed(name, kind, linkname=""):
+    m = tarfile.TarInfo(name)
+    m.type, m.linkname = kind, linkname
+    return m
+
+
+@pytest.mark.parametrize("member, needle", [
+    (tarfile.TarInfo("../escape.txt"), "'..'"),
+    (tarfile.TarInfo("/etc/evil"), "absolute"),
+    (tarfile.TarInfo("a/../../escape"), "'..'"),
+    (_sym("link", "/etc/passwd"), "points outside"),
+    (_sym("d/link", "../../outside"), "points outside"),
+    (_typed("hard", tarfile.LNKTYPE, "/etc/shadow"), "absolute"),
+    (_typed("hard", tarfile.LNKTYPE, "missing"), "hard link"),
+    (_typed("dev", tarfile.CHRTYPE), "device"),
+    (_typed("fifo", tarfile.FIFOTYPE), "device"),
+])
+def test_hostile_members_are_refused_with_their_name(tmp_path, member, needle):
+    dest = tmp_path / "aside"
+    dest.mkdir()
+    with pytest.raises(RestoreFailed) as err:
+        fe.SafeExtractor(dest).extract(io.BytesIO(hostile(member, b"evil")))
+    assert member.name in str(err.value) and needle in str(err.value)
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_member_written_through_an_earlier_symlink_is_refused(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(_sym("sub", "."))  # inside, but then used as a parent folder
+        f = tarfile.TarInfo("sub/x")
+        f.size = 1
+        tar.addfile(f, io.BytesIO(b"x"))
+    dest = tmp_path / "aside"
+    dest.mkdir()
+    with pytest.raises(RestoreFailed, match="not a folder"):
+        fe.SafeExtractor(dest).extract(io.BytesIO(buf.getvalue()))
+
+
+def test_check_tree_detects_a_content_difference(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("one")
+    data, result = backup_to_bytes(src)
+    result.entries[0]["sha256"] = "0" * 64
+    with pytest.raises(VerificationFailed, match="SHA-256 of f"):
+        restore_bytes(data, tmp_path / "dest", result.entries)
+
+
+def test_swap_keeps_the_previous_tree(tmp_path):
+    target, new = tmp_path / "t", tmp_path / "t.lbrestore-1"
+    target.mkdir()
+    (target / "old").write_text("old")
+    new.mkdir()
+    (new / "new").write_text("new")
+    new_path, prev = fe.aside_paths(target, "1")
+    assert new_path == new
+    assert fe.swap_into_place(new, target, prev) == prev
+    assert (target / "new").exists() and (prev / "old").exists() and not new.exists()
+
+
+def test_missing_and_non_folder_roots_are_clear_errors(tmp_path):
+    with pytest.raises(NotFound, match="does not exist"):
+        list(fe.scan_tree(tmp_path / "nope"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        list(fe.scan_tree(tmp_path / "file"))
+
+
+def test_unreadable_folder_is_a_permission_error_naming_it(tmp_path):
+    base = Path(tempfile.mkdtemp(prefix="lb-unreadable-"))  # world-traversable, unlike tmp_path
+    os.chmod(base, 0o755)
+    locked = base / "tree" / "locked"
+    locked.mkdir(parents=True)
+    os.chmod(base / "tree", 0o755)
+    (locked / "secret").write_text("x")
+    os.chmod(locked, 0o700)
+    code = ("import sys; from pathlib import Path\n"
+            "from ansible_collections.lifeboat.dr.plugins.module_utils import files_engine as fe\n"
+            "from ansible_collections.lifeboat.dr.plugins.module_utils.errors import PermissionDenied\n"
+            "try:\n    list(fe.scan_tree(Path(sys.argv[1])))\n"
+            "except PermissionDenied as e:\n    print(e); sys.exit(3)\n")
+    if os.geteuid() == 0:
+        os.chown(locked, 0, 0)
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code,
+               str(base / "tree")]
+    else:
+        os.chmod(locked, 0)
+        cmd = [sys.executable, "-c", code, str(base / "tree")]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    finally:
+        shutil.rmtree(base)
+    assert proc.returncode == 3, proc.stderr
+    assert str(locked) in proc.stdout and "run the backup as a user" in proc.stdout
+
+
+def test_folder_names_must_be_artifact_safe():
+    with pytest.raises(ConfigError):
+        fe.check_folder_name("../x")
+    assert fe.artifact_name("storage") == "storage.tar.zst.enc"
+    assert fe.artifact_name("logs", "none") == "logs.tar.enc"
