@@ -152,8 +152,7 @@ def up(state_dir: str | os.PathLike | None = None, seed_rows: int | None = None)
         svc_vault.ensure_ready(layout)
         if not seed.demo_schema_exists(layout):
             seed.seed(layout, rows=seed_rows or seed.DEFAULT_ROWS)
-        if svc_app.APP_SCRIPT.exists():
-            svc_app.start(layout)
+        svc_app.start(layout)
         return [_status(layout, name) for name in SERVICES]
 
 

@@ -1,0 +1,1 @@
+"""The demo application run by the lab (see app.py)."""
