@@ -1,0 +1,777 @@
+# -*- coding: utf-8 -*-
+# Copyright: Lifeboat contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Consistent, parallel, streamed logical backup of MySQL/MariaDB (the "native" dumper).
+
+Design (mydumper-like, in process):
+
+* N worker connections share ONE consistent snapshot. With N > 1 the control
+  connection holds ``FLUSH TABLES WITH READ LOCK`` (needs RELOAD) only while the
+  workers run ``START TRANSACTION WITH CONSISTENT SNAPSHOT`` and the schema is read;
+  with N == 1 no lock is taken at all. On MariaDB the snapshot's exact binlog
+  coordinates come from ``SHOW STATUS LIKE 'binlog_snapshot_%'`` (checked equal on
+  every worker) and the GTID position from ``BINLOG_GTID_POS(file, pos)``.
+* Every table is read once, in key order, as canonical SQL tuples built by the
+  server (``QUOTE``/``HEX``), written as multi-row INSERTs (about
+  :data:`STATEMENT_BYTES` each) straight into its own encrypted artifact
+  ``mysql/data.<db>.<table>.sql.zst.enc``. Row count and content checksum are
+  computed on the same bytes as they pass: no second read. Plaintext never
+  touches the disk.
+* ``schema.sql`` (databases, tables), ``objects.sql`` (views, routines, triggers,
+  events) and ``users.sql`` (``mariadb-dump --system=users``) are separate
+  artifacts; the restore loads objects after the data.
+
+Checksum contract (shared with :mod:`mysql_restore`): a row's canonical text is
+``row_select_sql`` output; ``ordered`` tables hash ``text + b"\\n"`` per row with
+sha256 in key order; tables without a usable key are ``unordered``: the sum of
+``sha256(text)`` modulo 2**256 (hex). Both sides run on the server, so a restore
+onto the same server version reproduces the values exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
+from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
+    BackupFailed,
+    ConfigError,
+    LifeboatError,
+    NotFound,
+    PermissionDenied,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.progress import ProgressFn, ProgressMeter, get_logger
+
+try:
+    import pymysql
+    import pymysql.cursors
+except ImportError:  # pragma: no cover
+    pass
+
+COMPONENT = "mysql"
+SCHEMA_ARTIFACT = "schema.sql.zst.enc"
+OBJECTS_ARTIFACT = "objects.sql.zst.enc"
+USERS_ARTIFACT = "users.sql.zst.enc"
+METADATA_JSON = "mysql_backup_metadata.json"
+POSITION_JSON = "binlog_position.json"
+METADATA_FORMAT = 1
+STATEMENT_BYTES = 1 << 20          # target size of one multi-row INSERT (bytes)
+MAX_FETCH_ROWS = 2000
+BLOCK_MARK = "-- LIFEBOAT "        # a line starting an object block in schema/objects artifacts
+
+BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "geometry",
+                          "point", "linestring", "polygon", "multipoint", "multilinestring",
+                          "multipolygon", "geometrycollection"})
+NUMERIC_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal",
+                           "numeric", "float", "double", "real", "year"})
+
+log = get_logger("mysql.backup")
+
+
+# --------------------------------------------------------------------------- table specs
+@dataclass
+class Column:
+    """One stored column: ``name``, ``type`` (information_schema DATA_TYPE), ``charset`` or None."""
+
+    name: str
+    type: str
+    charset: Optional[str] = None
+
+    def select_expr(self) -> str:
+        """SQL expression rendering the value as a SQL literal (``NULL`` for NULL), no raw newline."""
+        col = my.quote_ident(self.name)
+        if self.type in BINARY_TYPES:
+            return f"IF({col} IS NULL,'NULL',CONCAT('X''',HEX({col}),''''))"
+        if self.type == "bit":
+            return f"IF({col} IS NULL,'NULL',CONCAT('b''',BIN({col}),''''))"
+        if self.type in NUMERIC_TYPES:
+            return f"IFNULL({col},'NULL')"
+        if self.charset and self.charset not in ("utf8mb4", "binary"):
+            col = f"CONVERT({col} USING utf8mb4)"
+        return f"REPLACE(QUOTE({col}),'\\n','\\\\n')"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "charset": self.charset}
+
+
+@dataclass
+class TableSpec:
+    """A base table to dump: columns (stored ones only), key columns used for ordering, size estimate."""
+
+    db: str
+    table: str
+    columns: list[Column]
+    order_by: list[str]
+    approx_bytes: int = 0
+    avg_row_bytes: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.db}.{self.table}"
+
+    @property
+    def hash_mode(self) -> str:
+        return "ordered" if self.order_by else "unordered"
+
+    @property
+    def artifact(self) -> str:
+        return data_artifact_name(self.db, self.table)
+
+    def insert_prefix(self, table: Optional[str] = None) -> bytes:
+        """``INSERT INTO `t` (`a`,`b`) VALUES\\n`` (``table`` overrides the name)."""
+        cols = ",".join(my.quote_ident(c.name) for c in self.columns)
+        return f"INSERT INTO {my.quote_ident(table or self.table)} ({cols}) VALUES\n".encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"db": self.db, "table": self.table, "artifact": self.artifact,
+                "columns": [c.to_dict() for c in self.columns], "order_by": self.order_by,
+                "hash_mode": self.hash_mode}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TableSpec:
+        return cls(d["db"], d["table"], [Column(**c) for c in d["columns"]], list(d["order_by"]))
+
+
+def row_select_sql(spec: TableSpec, db: Optional[str] = None, table: Optional[str] = None) -> str:
+    """The one query producing canonical row texts of a table (``db``/``table`` override the source)."""
+    parts = ",',',".join(c.select_expr() for c in spec.columns)
+    sql = f"SELECT CONCAT('(',{parts},')') FROM {my.qualified(db or spec.db, table or spec.table)}"
+    if spec.order_by:
+        sql += " ORDER BY " + ",".join(my.quote_ident(c) for c in spec.order_by)
+    return sql
+
+
+def data_artifact_name(db: str, table: str) -> str:
+    """``data.<db>.<table>.sql.zst.enc`` with every byte outside [A-Za-z0-9_-] %-encoded."""
+    return f"data.{_safe(db)}.{_safe(table)}.sql.zst.enc"
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if re.match(r"[A-Za-z0-9_\-]", ch) else "".join(f"%{b:02X}" for b in ch.encode())
+                   for ch in name)
+
+
+class RowHasher:
+    """Row count + content checksum of canonical row texts (see the module docstring)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.rows = 0
+        self._ordered = hashlib.sha256()
+        self._sum = 0
+
+    def update(self, rows: Sequence[bytes]) -> None:
+        """Add rows (in key order for ``ordered``)."""
+        if not rows:
+            return
+        self.rows += len(rows)
+        if self.mode == "ordered":
+            self._ordered.update(b"\n".join(rows) + b"\n")
+        else:
+            for r in rows:
+                self._sum = (self._sum + int.from_bytes(hashlib.sha256(r).digest(), "big")) % (1 << 256)
+
+    def hexdigest(self) -> str:
+        if self.mode == "ordered":
+            return "sha256:" + self._ordered.hexdigest()
+        return "sha256sum:" + f"{self._sum:064x}"
+
+
+def stream_table_rows(conn: Any, sql: str, on_batch: Callable[[list[bytes]], None],
+                      avg_row_bytes: int = 0, statement_bytes: int = STATEMENT_BYTES) -> None:
+    """Run ``sql`` unbuffered on a raw connection; call ``on_batch(rows)`` per statement-sized batch.
+
+    A batch holds about ``statement_bytes`` of row text (at most twice that, or
+    one single bigger row). The fetch size adapts to the observed row size, so
+    there is no per-row Python work besides PyMySQL's own.
+    """
+    cur = conn.cursor(pymysql.cursors.SSCursor)
+    try:
+        cur.execute(sql)
+        fetch = _fetch_size(avg_row_bytes, statement_bytes)
+        while True:
+            rows = cur.fetchmany(fetch)
+            if not rows:
+                break
+            texts = [r[0] for r in rows]
+            size = sum(map(len, texts))
+            _emit_split(texts, size, statement_bytes, on_batch)
+            fetch = _fetch_size(size // len(texts), statement_bytes)
+    finally:
+        cur.close()
+
+
+def _emit_split(texts: list[bytes], size: int, limit: int, on_batch: Callable[[list[bytes]], None]) -> None:
+    """Emit ``texts`` as one batch, or halves recursively while a batch exceeds ``2 * limit``."""
+    if size <= 2 * limit or len(texts) == 1:
+        on_batch(texts)
+        return
+    half = len(texts) // 2
+    first, second = texts[:half], texts[half:]
+    first_size = sum(map(len, first))
+    _emit_split(first, first_size, limit, on_batch)
+    _emit_split(second, size - first_size, limit, on_batch)
+
+
+def _fetch_size(avg_row_bytes: int, statement_bytes: int) -> int:
+    if avg_row_bytes <= 0:
+        return 100
+    return max(1, min(MAX_FETCH_ROWS * 4, statement_bytes // avg_row_bytes))
+
+
+def dump_table(conn: Any, spec: TableSpec, out: Any, meter: Optional[Callable[[int], None]] = None) -> dict:
+    """Stream one table as INSERT statements into ``out`` (binary writer); return rows + checksum.
+
+    Returns ``{"rows", "checksum", "plaintext_bytes"}``. Statement framing: every
+    statement ends with ``;\\n`` and row texts never contain a raw newline, so a
+    reader splits statements on ``b";\\n"`` alone.
+    """
+    prefix = spec.insert_prefix()
+    hasher = RowHasher(spec.hash_mode)
+    written = 0
+    header = (BLOCK_MARK + json.dumps({"kind": "data", "db": spec.db, "name": spec.table}) + "\n").encode()
+    out.write(header)
+    written += len(header)
+
+    def emit(rows: list[bytes]) -> None:
+        nonlocal written
+        hasher.update(rows)
+        stmt = prefix + b",\n".join(rows) + b";\n"
+        out.write(stmt)
+        written += len(stmt)
+        if meter:
+            meter(len(stmt))
+
+    stream_table_rows(conn, row_select_sql(spec), emit, spec.avg_row_bytes)
+    return {"rows": hasher.rows, "checksum": hasher.hexdigest(), "plaintext_bytes": written}
+
+
+# --------------------------------------------------------------------------- discovery
+def list_databases(conn: Any, wanted: Optional[Iterable[str]] = None) -> list[str]:
+    """Non-system databases (all, or ``wanted`` after checking each exists: NotFound otherwise)."""
+    existing = [_s(r[0]) for r in my.query_all(conn, "SHOW DATABASES")]
+    if not wanted:
+        return [d for d in existing if d not in my.SYSTEM_DATABASES]
+    wanted = list(dict.fromkeys(wanted))
+    missing = [d for d in wanted if d not in existing]
+    if missing:
+        raise NotFound(f"database(s) not found on the server: {', '.join(missing)}",
+                       hint="check the 'databases' option (names are case-sensitive)")
+    return wanted
+
+
+def discover_tables(conn: Any, databases: Sequence[str]) -> tuple[list[TableSpec], list[tuple[str, str]]]:
+    """Base tables (largest first) and views ``(db, name)`` of ``databases``."""
+    if not databases:
+        return [], []
+    marks = ",".join(["%s"] * len(databases))
+    rows = my.query_all(conn, "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, COALESCE(DATA_LENGTH,0),"
+                        " COALESCE(AVG_ROW_LENGTH,0) FROM information_schema.TABLES"
+                        f" WHERE TABLE_SCHEMA IN ({marks}) ORDER BY TABLE_SCHEMA, TABLE_NAME", list(databases))
+    views = [(_s(r[0]), _s(r[1])) for r in rows if _s(r[2]) == "VIEW"]
+    bases = [r for r in rows if _s(r[2]) in ("BASE TABLE", "SYSTEM VERSIONED")]
+    columns = _columns(conn, marks, databases)
+    keys = _order_keys(conn, marks, databases)
+    specs = []
+    for db, name, _type, size, avg in bases:
+        db, name = _s(db), _s(name)
+        cols = columns.get((db, name), [])
+        specs.append(TableSpec(db, name, cols, keys.get((db, name), []), int(size), int(avg)))
+    specs.sort(key=lambda s: -s.approx_bytes)
+    return specs, views
+
+
+def _columns(conn: Any, marks: str, databases: Sequence[str]) -> dict[tuple[str, str], list[Column]]:
+    rows = my.query_all(conn, "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME, EXTRA"
+                        f" FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN ({marks})"
+                        " ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION", list(databases))
+    out: dict[tuple[str, str], list[Column]] = {}
+    for db, table, name, dtype, charset, extra in rows:
+        if "GENERATED" in _s(extra or "").upper():
+            continue  # generated columns are recomputed by the server on load
+        out.setdefault((_s(db), _s(table)), []).append(Column(_s(name), _s(dtype).lower(), _s(charset)))
+    return out
+
+
+def _order_keys(conn: Any, marks: str, databases: Sequence[str]) -> dict[tuple[str, str], list[str]]:
+    """Primary key, else the first unique index whose columns are all NOT NULL."""
+    rows = my.query_all(conn, "SELECT s.TABLE_SCHEMA, s.TABLE_NAME, s.INDEX_NAME, s.COLUMN_NAME, c.IS_NULLABLE,"
+                        " s.SUB_PART FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c"
+                        " ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME"
+                        " AND c.COLUMN_NAME = s.COLUMN_NAME"
+                        f" WHERE s.NON_UNIQUE = 0 AND s.TABLE_SCHEMA IN ({marks})"
+                        " ORDER BY s.TABLE_SCHEMA, s.TABLE_NAME, s.INDEX_NAME = 'PRIMARY' DESC, s.INDEX_NAME,"
+                        " s.SEQ_IN_INDEX", list(databases))
+    indexes: dict[tuple[str, str], dict[str, list]] = {}
+    for db, table, index, col, nullable, sub_part in rows:
+        idx = indexes.setdefault((_s(db), _s(table)), {}).setdefault(_s(index), [])
+        idx.append((_s(col), _s(nullable) == "YES" or sub_part is not None))
+    keys = {}
+    for table_key, idxs in indexes.items():
+        for cols in idxs.values():  # PRIMARY first (ordering above), then by name
+            if not any(bad for _c, bad in cols):
+                keys[table_key] = [c for c, _bad in cols]
+                break
+    return keys
+
+
+def _s(value: Any) -> Any:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, (bytes, bytearray)) else value
+
+
+# --------------------------------------------------------------------------- schema & objects
+def schema_blocks(conn: Any, databases: Sequence[str], tables: Sequence[TableSpec]) -> list[tuple[dict, str]]:
+    """(header, statement) for every database and base table, in dump order."""
+    blocks: list[tuple[dict, str]] = []
+    for db in databases:
+        create = _s(my.query_all(conn, f"SHOW CREATE DATABASE {my.quote_ident(db)}")[0][1])
+        create = re.sub(r"^CREATE DATABASE (?!IF NOT EXISTS)", "CREATE DATABASE IF NOT EXISTS ", create)
+        blocks.append(({"kind": "database", "db": db, "name": db}, create))
+    for spec in sorted(tables, key=lambda s: (s.db, s.table)):
+        create = _s(my.query_all(conn, f"SHOW CREATE TABLE {my.qualified(spec.db, spec.table)}")[0][1])
+        blocks.append(({"kind": "table", "db": spec.db, "name": spec.table}, create))
+    return blocks
+
+
+def object_blocks(conn: Any, databases: Sequence[str], views: Sequence[tuple[str, str]]) -> list[tuple[dict, str]]:
+    """(header, statement) for views, routines, triggers and events of ``databases``."""
+    blocks: list[tuple[dict, str]] = []
+    for db, name in views:
+        row = my.query_all(conn, f"SHOW CREATE VIEW {my.qualified(db, name)}")[0]
+        blocks.append(({"kind": "view", "db": db, "name": name, "charset": _s(row[2]), "collation": _s(row[3])},
+                       _s(row[1])))
+    marks = ",".join(["%s"] * len(databases))
+    if not databases:
+        return blocks
+    routines = my.query_all(conn, "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES"
+                            f" WHERE ROUTINE_SCHEMA IN ({marks}) ORDER BY 1, 3, 2", list(databases))
+    for db, name, rtype in routines:
+        db, name, rtype = _s(db), _s(name), _s(rtype)
+        row = my.query_all(conn, f"SHOW CREATE {rtype} {my.qualified(db, name)}",
+                           doing=f"reading {rtype.lower()} {db}.{name}")[0]
+        if row[2] is None:
+            raise PermissionDenied(f"cannot read the body of {rtype.lower()} {db}.{name}",
+                                      hint="GRANT SELECT ON mysql.proc (or SHOW CREATE ROUTINE) to the backup user")
+        blocks.append(({"kind": rtype.lower(), "db": db, "name": name, "sql_mode": _s(row[1]),
+                        "charset": _s(row[3]), "collation": _s(row[4])}, _s(row[2])))
+    triggers = my.query_all(conn, "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_TABLE FROM"
+                            f" information_schema.TRIGGERS WHERE TRIGGER_SCHEMA IN ({marks})"
+                            " ORDER BY 1, 3, ACTION_ORDER", list(databases))
+    for db, name, table in triggers:
+        db, name = _s(db), _s(name)
+        row = my.query_all(conn, f"SHOW CREATE TRIGGER {my.qualified(db, name)}")[0]
+        blocks.append(({"kind": "trigger", "db": db, "name": name, "table": _s(table), "sql_mode": _s(row[1]),
+                        "charset": _s(row[3]), "collation": _s(row[4])}, _s(row[2])))
+    events = my.query_all(conn, "SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS"
+                          f" WHERE EVENT_SCHEMA IN ({marks}) ORDER BY 1, 2", list(databases))
+    for db, name in events:
+        db, name = _s(db), _s(name)
+        row = my.query_all(conn, f"SHOW CREATE EVENT {my.qualified(db, name)}")[0]
+        blocks.append(({"kind": "event", "db": db, "name": name, "sql_mode": _s(row[1]), "time_zone": _s(row[2]),
+                        "charset": _s(row[4]), "collation": _s(row[5])}, _s(row[3])))
+    return blocks
+
+
+def render_blocks(blocks: Iterable[tuple[dict, str]]) -> bytes:
+    """SQL text a ``mariadb`` client can run AND :func:`parse_blocks` reads back exactly."""
+    out = ["/*!40101 SET NAMES utf8mb4 */;", "SET FOREIGN_KEY_CHECKS = 0;", "SET time_zone = '+00:00';"]
+    for header, stmt in blocks:
+        out.append(BLOCK_MARK + json.dumps(header, sort_keys=True))
+        if header["kind"] in ("database",):
+            out.append(stmt + ";")
+            continue
+        out.append(f"USE {my.quote_ident(header['db'])};")
+        if "sql_mode" in header:
+            out.append(f"SET SESSION sql_mode = '{header['sql_mode']}';")
+        out.extend(["DELIMITER ;;", stmt, ";;", "DELIMITER ;"])
+    return ("\n".join(out) + "\n").encode("utf-8", "surrogateescape")
+
+
+def parse_blocks(text: bytes) -> list[tuple[dict, str]]:
+    """Inverse of :func:`render_blocks`: the (header, statement) list."""
+    blocks: list[tuple[dict, str]] = []
+    header: Optional[dict] = None
+    body: list[str] = []
+
+    def close() -> None:
+        if header is not None:
+            blocks.append((header, _block_statement(body)))
+
+    for line in text.decode("utf-8", "surrogateescape").split("\n"):
+        if line.startswith(BLOCK_MARK):
+            close()
+            header, body = json.loads(line[len(BLOCK_MARK):]), []
+        elif header is not None:
+            body.append(line)
+    close()
+    return blocks
+
+
+def _block_statement(lines: list[str]) -> str:
+    if "DELIMITER ;;" in lines:
+        start = lines.index("DELIMITER ;;") + 1
+        end = len(lines) - 1 - lines[::-1].index(";;")
+        return "\n".join(lines[start:end])
+    return "\n".join(line for line in lines if line.strip()).rstrip().rstrip(";")
+
+
+# --------------------------------------------------------------------------- snapshot
+@dataclass
+class Snapshot:
+    """Worker connections inside one consistent snapshot and that snapshot's binlog position."""
+
+    workers: list[Any]
+    position: Optional[dict[str, Any]]
+    method: str
+    lock_s: float = 0.0
+
+
+def open_snapshot(params: my.ConnParams, control: Any, flavor: my.Flavor, n_workers: int,
+                  read_schema: Callable[[], Any]) -> tuple[Snapshot, Any]:
+    """Open ``n_workers`` raw connections in one consistent snapshot; run ``read_schema`` inside it.
+
+    Returns (snapshot, read_schema()). Holds FLUSH TABLES WITH READ LOCK only when
+    n_workers > 1 or the server cannot report a snapshot's binlog position.
+    """
+    use_lock = n_workers > 1 or not flavor.has_binlog_snapshot_status
+    workers: list[Any] = []
+    locked_at = time.monotonic()
+    try:
+        if use_lock:
+            my.execute(control, "FLUSH TABLES WITH READ LOCK",
+                       doing="taking the global read lock for a consistent multi-connection snapshot "
+                             "(needs RELOAD; or use parallel: 1)")
+        for _ in range(n_workers):
+            conn = my.connect(params, raw=True, autocommit=False)
+            workers.append(conn)
+            my.execute(conn, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            my.execute(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        position = _snapshot_position(control, workers, flavor, use_lock)
+        schema = read_schema()
+    except BaseException:
+        for conn in workers:
+            _close(conn)
+        raise
+    finally:
+        if use_lock:
+            try:
+                my.execute(control, "UNLOCK TABLES")
+            except LifeboatError:
+                pass
+    method = "ftwrl+consistent-snapshot" if use_lock else "consistent-snapshot"
+    return Snapshot(workers, position, method, time.monotonic() - locked_at if use_lock else 0.0), schema
+
+
+def _snapshot_position(control: Any, workers: list[Any], flavor: my.Flavor, locked: bool) -> Optional[dict]:
+    log_bin = my.query_value(control, "SELECT @@GLOBAL.log_bin")
+    if not int(log_bin or 0):
+        return None
+    if flavor.has_binlog_snapshot_status:
+        seen = set()
+        for conn in workers:
+            status = {_s(k).lower(): _s(v) for k, v in my.query_all(conn, "SHOW STATUS LIKE 'binlog_snapshot_%'")}
+            seen.add((status["binlog_snapshot_file"], int(status["binlog_snapshot_position"])))
+        if len(seen) != 1:
+            raise BackupFailed(f"worker snapshots disagree on the binlog position: {sorted(seen)}",
+                               hint="report this: the read lock did not hold")
+        file, pos = seen.pop()
+        gtid = my.query_value(control, "SELECT BINLOG_GTID_POS(%s, %s)", (file, pos))
+        if gtid is None and locked:
+            gtid = my.query_value(control, f"SELECT @@GLOBAL.{flavor.gtid_variable}")
+        return {"file": file, "position": pos, "gtid": _s(gtid) or ""}
+    return my.binlog_status(control, flavor)  # under the read lock: exactly the snapshot's
+
+
+def _close(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001 - closing a broken connection
+        pass
+
+
+# --------------------------------------------------------------------------- users
+def run_tool_into(argv: list[str], out: Any, what: str) -> int:
+    """Run a dump tool, streaming stdout into ``out``; any non-zero exit or error on stderr fails.
+
+    Returns the bytes copied. Raises BackupFailed (or the mapped auth/privilege error).
+    """
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    errors: list[bytes] = []
+    reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    copied = 0
+    try:
+        while True:
+            chunk = proc.stdout.read(1 << 20)
+            if not chunk:
+                break
+            out.write(chunk)
+            copied += len(chunk)
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        rc = proc.wait()
+        reader.join()
+    stderr = b"".join(errors).decode("utf-8", "replace").strip()
+    if rc != 0 or re.search(r"\berror\b", stderr, re.I):
+        raise tool_failure(what, argv[0], rc, stderr)
+    return copied
+
+
+def tool_failure(what: str, tool: str, rc: int, stderr: str) -> LifeboatError:
+    """Map a client tool's failure (its ``Got error: NNNN:`` text) to a Lifeboat error."""
+    m = re.search(r"error:? (\d{4})", stderr, re.I)
+    if m:
+        code = int(m.group(1))
+        text = stderr.splitlines()[-1] if stderr else ""
+        err = my.translate_error(_FakeErr(code, text), what)
+        if type(err) is not LifeboatError:
+            return err
+    return BackupFailed(f"{tool} failed while {what} (exit {rc}): {stderr[-500:] or 'no message'}",
+                        hint="see the tool's message above; nothing was published")
+
+
+class _FakeErr(Exception):
+    """Carries (code, message) like a PyMySQL error for :func:`mysql.translate_error`."""
+
+
+def dump_users(params: my.ConnParams, flavor: my.Flavor, out: Any) -> int:
+    """Write CREATE USER/GRANT statements for all accounts into ``out`` (bytes copied).
+
+    MariaDB: ``mariadb-dump --system=users`` (roles, PUBLIC, proxies included). It
+    refuses servers with accounts it cannot resolve (error 1133, e.g. host-name
+    accounts under skip-name-resolve); then, and on MySQL, the accounts are written
+    from SHOW CREATE USER / SHOW GRANTS, skipping (and logging) unresolvable ones.
+    Nothing is written to ``out`` before the tool has succeeded.
+    """
+    if flavor.supports_system_users:
+        buffer = io.BytesIO()  # users.sql is small; buffered so a fallback never mixes outputs
+        try:
+            with my.option_file(params) as cnf:
+                argv = my.tool_argv(flavor.dump_tool, cnf, "--system=users", "--skip-comments", "--no-data",
+                                    "--no-create-info", "--skip-triggers", "--databases", "mysql")
+                run_tool_into(argv, buffer, "dumping users and grants (--system=users)")
+            data = buffer.getvalue()
+        except LifeboatError as err:
+            if "(1133)" not in str(err):
+                raise
+            log.warning("mariadb-dump --system=users failed (%s); writing users from SHOW GRANTS", err.message)
+            data = _users_via_grants(params)
+    else:
+        data = _users_via_grants(params)
+    out.write(data)
+    return len(data)
+
+
+def _users_via_grants(params: my.ConnParams) -> bytes:
+    conn = my.connect(params)
+    try:
+        return users_sql_from_grants(conn)
+    finally:
+        conn.close()
+
+
+def users_sql_from_grants(conn: Any) -> bytes:
+    """CREATE USER IF NOT EXISTS + GRANT statements for every account the server can show."""
+    lines = []
+    for user, host in my.query_all(conn, "SELECT User, Host FROM mysql.user WHERE User <> '' ORDER BY User, Host"):
+        acct = f"'{_s(user)}'@'{_s(host)}'"
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SHOW CREATE USER {acct}")
+                create = _s(cur.fetchone()[0])
+                cur.execute(f"SHOW GRANTS FOR {acct}")
+                grants = [_s(g[0]) for g in cur.fetchall()]
+        except pymysql.err.MySQLError as err:
+            if err.args and err.args[0] in (1133, 1141, 1396):
+                log.warning("skipping account %s: %s", acct, err.args[1] if len(err.args) > 1 else err)
+                continue
+            raise my.translate_error(err, f"reading the grants of {acct}") from None
+        lines.append(create.replace("CREATE USER", "CREATE USER IF NOT EXISTS", 1) + ";")
+        lines.extend(g + ";" for g in grants)
+    return ("\n".join(lines) + "\n").encode()
+
+
+# --------------------------------------------------------------------------- plan + run
+def plan_backup(params: my.ConnParams, databases: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """What a backup would dump (check mode): databases, tables, approximate sizes. Reads metadata only."""
+    conn = my.connect(params)
+    try:
+        flavor = my.detect_flavor(conn)
+        dbs = list_databases(conn, databases)
+        tables, views = discover_tables(conn, dbs)
+        per_db = {db: {"tables": 0, "approx_bytes": 0} for db in dbs}
+        for t in tables:
+            per_db[t.db]["tables"] += 1
+            per_db[t.db]["approx_bytes"] += t.approx_bytes
+        return {"flavor": flavor.to_dict(), "server_identity": my.server_identity(conn, flavor),
+                "databases": per_db, "tables": len(tables), "views": len(views),
+                "approx_bytes": sum(t.approx_bytes for t in tables)}
+    finally:
+        conn.close()
+
+
+@dataclass
+class _Shared:
+    """Work queue and results shared by the dump workers."""
+
+    queue: list[TableSpec]
+    results: dict[str, dict] = field(default_factory=dict)
+    error: Optional[BaseException] = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done_bytes: int = 0
+
+
+def backup_mysql_into(set_writer: Any, params: my.ConnParams, *, databases: Optional[Sequence[str]] = None,
+                      parallel: int = 2, include_users: bool = True,
+                      progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+    """Write the ``mysql`` component of a set into ``set_writer`` (an open backupset.SetWriter).
+
+    Does not publish: the caller does (and aborts the set on any exception raised
+    here). Returns a summary: databases, tables, rows, bytes, binlog position, gtid,
+    duration_s. Raises NotFound (unknown database), PermissionDenied (names the
+    privilege), AuthenticationFailed, ConnectionFailure, BackupFailed.
+    """
+    if parallel < 1:
+        raise ConfigError("parallel must be >= 1")
+    started = time.monotonic()
+    started_at = datetime.now(timezone.utc).isoformat()
+    control = my.connect(params)
+    snapshot: Optional[Snapshot] = None
+    try:
+        flavor = my.detect_flavor(control)
+        identity = my.server_identity(control, flavor)
+        dbs = list_databases(control, databases)
+        tables, views = discover_tables(control, dbs)
+        n_workers = max(1, min(parallel, len(tables)))
+
+        def read_schema() -> tuple[bytes, bytes]:
+            return (render_blocks(schema_blocks(control, dbs, tables)),
+                    render_blocks(object_blocks(control, dbs, views)))
+
+        snapshot, (schema_sql, objects_sql) = open_snapshot(params, control, flavor, n_workers, read_schema)
+        log.info("snapshot open (%s, %d worker(s)), binlog position %s", snapshot.method, n_workers,
+                 snapshot.position)
+        _write_small(set_writer, SCHEMA_ARTIFACT, schema_sql)
+        _write_small(set_writer, OBJECTS_ARTIFACT, objects_sql)
+        total = sum(t.approx_bytes for t in tables)
+        results = _run_workers(set_writer, snapshot.workers, tables, ProgressMeter("mysql dump", progress, total))
+        users_bytes = None
+        if include_users:
+            with set_writer.artifact(COMPONENT, USERS_ARTIFACT) as out:
+                users_bytes = dump_users(params, flavor, out)
+        finished = time.monotonic()
+        meta = _metadata(flavor, identity, dbs, tables, results, snapshot, objects_sql, include_users,
+                         started_at, finished - started)
+        position = dict(snapshot.position or {}, binlog_enabled=snapshot.position is not None,
+                        server_identity=identity, flavor=flavor.name, taken_at=started_at)
+        set_writer.write_json(COMPONENT, POSITION_JSON, position)
+        set_writer.write_json(COMPONENT, METADATA_JSON, meta)
+        set_writer.set_component_metadata(COMPONENT, {
+            "server_identity": identity, "flavor": flavor.name, "server_version": flavor.version_string,
+            "databases": dbs, "binlog_position": snapshot.position, "engine": "lifeboat-native",
+            "include_users": include_users})
+        if hasattr(set_writer, "add_source"):
+            set_writer.add_source(COMPONENT, f"{params.host}:{params.port}", flavor.version_string,
+                                  server_identity=identity)
+        return {"databases": dbs, "tables": len(tables), "rows": sum(r["rows"] for r in results.values()),
+                "plaintext_bytes": sum(r["plaintext_bytes"] for r in results.values()) + len(schema_sql)
+                + len(objects_sql) + (users_bytes or 0),
+                "binlog_position": snapshot.position, "gtid": (snapshot.position or {}).get("gtid"),
+                "server_identity": identity, "duration_s": round(finished - started, 3),
+                "snapshot": snapshot.method, "workers": n_workers}
+    finally:
+        if snapshot:
+            for conn in snapshot.workers:
+                _close(conn)
+        _close(control)
+
+
+def _write_small(set_writer: Any, name: str, data: bytes) -> None:
+    with set_writer.artifact(COMPONENT, name) as out:
+        out.write(data)
+
+
+def _run_workers(set_writer: Any, workers: list[Any], tables: list[TableSpec], meter: ProgressMeter) -> dict:
+    shared = _Shared(queue=list(tables))
+    threads = [threading.Thread(target=_worker, args=(set_writer, conn, shared, meter), name=f"mysql-dump-{i}",
+                                daemon=True) for i, conn in enumerate(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if shared.error is not None:
+        raise shared.error
+    meter.finish()
+    return shared.results
+
+
+def _worker(set_writer: Any, conn: Any, shared: _Shared, meter: ProgressMeter) -> None:
+    def count(n: int) -> None:
+        with shared.lock:
+            shared.done_bytes += n
+            meter.update(shared.done_bytes)
+
+    while True:
+        with shared.lock:
+            if shared.error is not None or not shared.queue:
+                return
+            spec = shared.queue.pop(0)
+            writer = set_writer.artifact(COMPONENT, spec.artifact, total_bytes=spec.approx_bytes or None)
+        try:
+            with writer:
+                result = dump_table(conn, spec, writer, count)
+            with shared.lock:
+                shared.results[spec.key] = result
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            with shared.lock:
+                if shared.error is None:
+                    shared.error = _as_lifeboat(err, f"dumping {spec.key}")
+            return
+
+
+def _as_lifeboat(err: BaseException, doing: str) -> BaseException:
+    if isinstance(err, LifeboatError):
+        return err
+    if type(err).__module__.startswith("pymysql"):
+        return my.translate_error(err, doing)
+    return BackupFailed(f"{doing} failed: {type(err).__name__}: {err}")
+
+
+def _metadata(flavor: my.Flavor, identity: str, dbs: list[str], tables: list[TableSpec], results: dict,
+              snapshot: Snapshot, objects_sql: bytes, include_users: bool, started_at: str,
+              duration_s: float) -> dict[str, Any]:
+    kinds: dict[str, int] = {}
+    for header, _stmt in parse_blocks(objects_sql):
+        kinds[header["kind"]] = kinds.get(header["kind"], 0) + 1
+    table_meta = []
+    for spec in sorted(tables, key=lambda s: (s.db, s.table)):
+        entry = spec.to_dict()
+        entry.update(results[spec.key])
+        table_meta.append(entry)
+    return {"format": METADATA_FORMAT, "engine": "lifeboat-native", **flavor.to_dict(),
+            "server_identity": identity, "databases": dbs, "tables": table_meta, "objects": kinds,
+            "schema_artifact": SCHEMA_ARTIFACT, "objects_artifact": OBJECTS_ARTIFACT,
+            "users_artifact": USERS_ARTIFACT if include_users else None,
+            "snapshot": {"method": snapshot.method, "workers": len(snapshot.workers),
+                         "lock_held_s": round(snapshot.lock_s, 3)},
+            "binlog_position": snapshot.position, "started_at": started_at, "duration_s": round(duration_s, 3),
+            "checksum": "row texts of row_select_sql; ordered: sha256 over text+LF in key order; "
+                        "unordered: sum of sha256(text) mod 2**256"}
+
+
+def metadata_summary(meta: dict[str, Any]) -> dict[str, Any]:
+    """Short view of a backup's metadata (for module results)."""
+    return {"databases": meta.get("databases"), "tables": len(meta.get("tables", [])),
+            "rows": sum(t.get("rows", 0) for t in meta.get("tables", [])), "objects": meta.get("objects"),
+            "binlog_position": meta.get("binlog_position")}
