@@ -82,7 +82,7 @@ TRAILER_SIZE = _TRAILER.size  # 16
 _KDF_INFO_PREFIX = b"lifeboat/v1 artifact "
 _AAD_PREFIX = b"lifeboat/v1 chunk\0"
 _KEY_CHECK_LABEL = b"lifeboat/v1 key check"
-_NEIGHBOURS = 4  # on a failure, try indexes i-4 .. i+4 to tell reordering from tampering
+_NEIGHBOURS = 8  # on a failure, try indexes i-8 .. i+8 to tell reordering from tampering
 
 _FIX_OTHER_SET = "restore from another backup set (or an off-site copy) of this data"
 
@@ -314,6 +314,16 @@ class ChunkOpener:
         for d in range(1, _NEIGHBOURS + 1):
             out.extend((index - d, index + d))
         return [i for i in out if 0 <= i < MAX_CHUNKS]
+
+    def check_tail(self, tail: bytes) -> None:
+        """Explain a file whose last 16 bytes are not an end marker: TamperedData when an end
+        marker sits earlier in ``tail`` (the last bytes read) with data after it, else TruncatedData."""
+        marker = tail.rfind(TRAILER_MAGIC)
+        if marker >= 0 and marker + TRAILER_SIZE < len(tail):
+            extra = len(tail) - marker - TRAILER_SIZE
+            raise TamperedData(f"artifact {self.artifact_path!r} has {extra} bytes after its end marker "
+                               "(data appended)", hint=_FIX_OTHER_SET)
+        self.check_trailer(tail[-TRAILER_SIZE:] if len(tail) >= TRAILER_SIZE else tail)
 
     def check_trailer(self, raw: bytes) -> None:
         """Check the end marker after the final chunk (TruncatedData / TamperedData)."""

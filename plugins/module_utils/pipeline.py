@@ -490,7 +490,7 @@ class ArtifactReader(io.BufferedIOBase):
                 continue
             trailer = bytes(buf[-crypto.TRAILER_SIZE:]) if len(buf) >= crypto.TRAILER_SIZE else b""
             if not crypto.looks_like_trailer(trailer):
-                self._opener.check_trailer(trailer)  # raises TruncatedData: no end marker
+                self._opener.check_tail(bytes(buf))  # raises: data after the end marker, or truncated
             self._stages.put(self._chunk_q, self._opener.open(bytes(buf[:-crypto.TRAILER_SIZE]), at_end=True))
             self._opener.check_trailer(trailer)
             self._check_stored_hash()
