@@ -4,8 +4,6 @@
 """Doc fragment ``lifeboat.dr.mysql``: options of ``common.mysql_argument_spec()``."""
 
 
-
-
 class ModuleDocFragment:
     """Documents how to reach a MySQL/MariaDB server (names as in community.mysql)."""
 

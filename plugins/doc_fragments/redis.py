@@ -4,8 +4,6 @@
 """Doc fragment ``lifeboat.dr.redis``: options of ``common.redis_argument_spec()``."""
 
 
-
-
 class ModuleDocFragment:
     """Documents how to reach a Redis server (AUTH with optional ACL user, optional TLS)."""
 

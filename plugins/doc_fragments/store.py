@@ -4,8 +4,6 @@
 """Doc fragment ``lifeboat.dr.store``: options of ``common.store_argument_spec()``."""
 
 
-
-
 class ModuleDocFragment:
     """Documents the backup store, key-encryption-key and compression options."""
 

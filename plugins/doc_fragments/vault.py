@@ -4,8 +4,6 @@
 """Doc fragment ``lifeboat.dr.vault``: options of ``common.vault_argument_spec()``."""
 
 
-
-
 class ModuleDocFragment:
     """Documents how to reach Vault/OpenBao (layered as in community.hashi_vault)."""
 

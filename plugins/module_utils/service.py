@@ -34,9 +34,9 @@ import subprocess
 import sys
 import time
 import urllib.error
-import urllib.request
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
+from ansible.module_utils.urls import open_url
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     ConfigError,
     ConnectionFailure,
@@ -325,10 +325,10 @@ def wait_for_port_closed(host: str, port: int, timeout_s: float, interval_s: flo
 
 
 def wait_for_http(url: str, timeout_s: float, expect: Union[int, Iterable[int]] = 200,
-                  interval_s: float = 0.2) -> float:
+                  interval_s: float = 0.2, validate_certs: bool = True) -> float:
     """Wait until ``GET url`` answers with a status in ``expect``; return the seconds waited.
 
-    ``expect`` is one status code or several. Redirects are followed. Gives up after
+    ``expect`` is one status code or several. Redirects to GET/HEAD are followed. Gives up after
     ``timeout_s`` seconds and raises :class:`errors.ConnectionFailure` naming the last
     status or error seen.
     """
@@ -339,7 +339,8 @@ def wait_for_http(url: str, timeout_s: float, expect: Union[int, Iterable[int]] 
     while True:
         remaining = deadline - time.monotonic()
         try:
-            with urllib.request.urlopen(url, timeout=max(0.05, min(remaining, 5.0))) as resp:  # noqa: S310
+            with open_url(url, method="GET", timeout=max(0.05, min(remaining, 5.0)), validate_certs=validate_certs,
+                          follow_redirects="safe") as resp:
                 status = resp.status
         except urllib.error.HTTPError as exc:
             status = exc.code

@@ -82,11 +82,14 @@ options:
     default: 60
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads the current state only and reports whether it would change.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: partial
     details: C(started) and C(stopped) are idempotent; C(restarted) always changes.
 notes:

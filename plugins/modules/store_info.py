@@ -37,11 +37,14 @@ options:
     choices: [full, mysql, redis, vault, app, binlog]
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The module never changes anything.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: full
 seealso:
   - module: lifeboat.dr.service
