@@ -663,13 +663,10 @@ def swap_into_place(new: Path, target: Path, prev: Path) -> Optional[Path]:
 
 def app_metadata(backup_set: Any) -> dict[str, Any]:
     """The ``app`` component metadata of a set (folders, parent, chain); {} when absent."""
-    comps = backup_set.manifest.get("components") or {}
-    meta = comps.get(COMPONENT) if isinstance(comps, dict) else None
-    if isinstance(meta, dict):
-        inner = meta.get("metadata", meta)
-        if isinstance(inner, dict):
-            return inner
-    return {}
+    getter = getattr(backup_set, "component_metadata", None)
+    if callable(getter):
+        return getter(COMPONENT) or {}
+    return (backup_set.manifest.get("component_metadata") or {}).get(COMPONENT) or {}
 
 
 def _read_list(backup_set: Any, name: str) -> dict[str, Any]:
