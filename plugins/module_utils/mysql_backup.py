@@ -775,3 +775,46 @@ def metadata_summary(meta: dict[str, Any]) -> dict[str, Any]:
     return {"databases": meta.get("databases"), "tables": len(meta.get("tables", [])),
             "rows": sum(t.get("rows", 0) for t in meta.get("tables", [])), "objects": meta.get("objects"),
             "binlog_position": meta.get("binlog_position")}
+
+
+# --------------------------------------------------------------------------- module glue
+def keyring_from_params(params: dict[str, Any]) -> Any:
+    """KeyRing from the ``lifeboat.dr.store`` options (key_file / escrow_key_file / transit_*)."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.keys import KeyRing
+
+    transit = None
+    if params.get("transit_url"):
+        transit = {"url": params["transit_url"], "token": params.get("transit_token"),
+                   "mount": params.get("transit_mount") or "transit", "key_name": params.get("transit_key")}
+    return KeyRing.from_options(key_file=params.get("key_file"), escrow_key_file=params.get("escrow_key_file"),
+                                transit=transit)
+
+
+def codec_from_params(params: dict[str, Any]) -> Any:
+    """Codec from the ``compression`` / ``compression_level`` options."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
+
+    return Codec(params.get("compression") or "zstd", params.get("compression_level"))
+
+
+def run_backup(store_root: str, keyring: Any, params: my.ConnParams, *, codec: Any = None,
+               databases: Optional[Sequence[str]] = None, parallel: int = 2, include_users: bool = True,
+               set_type: str = "mysql", quick_verify: bool = True,
+               progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+    """Back up into a new set of ``set_type`` in the store and publish it (all or nothing).
+
+    Returns the :func:`backup_mysql_into` summary plus ``set_id``, ``path``,
+    ``stored_bytes`` and ``plaintext_bytes`` (manifest totals).
+    """
+    from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
+
+    store = Store(store_root)
+    estimate = plan_backup(params, databases)["approx_bytes"]  # also fails early: auth, reachability, names
+    with store.begin_set(set_type, [COMPONENT], keyring, codec=codec, estimated_bytes=estimate,
+                         progress=None) as writer:
+        summary = backup_mysql_into(writer, params, databases=databases, parallel=parallel,
+                                    include_users=include_users, progress=progress)
+        manifest = writer.publish(quick_verify=quick_verify)
+    summary.update(set_id=writer.set_id, path=str(writer.path), stored_bytes=manifest["totals"]["stored_bytes"],
+                   plaintext_bytes=manifest["totals"]["plaintext_bytes"])
+    return summary

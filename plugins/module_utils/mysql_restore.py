@@ -722,3 +722,17 @@ def _recreate_objects(control: Any, plan: RestorePlan) -> dict[str, int]:
                             hint="the previous tables and saved object definitions are in the *__lbprev_* schema"
                             ) from None
     return counts
+
+
+def open_backup_set(store_root: str, backup_id: Optional[str] = None) -> Any:
+    """The named set, or the newest complete set holding a mysql component (NotFound if none)."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
+
+    store = Store(store_root)
+    if backup_id:
+        return store.open_set(backup_id)
+    found = store.latest_set(component=mb.COMPONENT)
+    if found is None:
+        raise NotFound(f"no complete backup set with a mysql component in {store_root}",
+                       hint="run lifeboat.dr.mysql_backup first, or give backup_id")
+    return found
