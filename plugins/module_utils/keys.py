@@ -229,6 +229,9 @@ class TransitKEK:
             raise AuthenticationFailed(f"Vault refused the token while trying to {action} with {where}",
                                        hint="give a valid, unexpired transit_token") from None
         except hvac.exceptions.Forbidden:
+            if not self._token_valid():  # Vault answers 403 for an unknown/expired token too
+                raise AuthenticationFailed(f"Vault refused the token (invalid or expired) while trying to {action} "
+                                           f"with {where}", hint="give a valid, unexpired transit_token") from None
             raise PermissionDenied(f"the token may not {action} with {where}",
                                    hint=f"grant 'update' on {self.mount}/{action}/{self.key_name}") from None
         except hvac.exceptions.VaultDown:
@@ -244,6 +247,12 @@ class TransitKEK:
                                hint="use the Vault/transit key that wrote the set, or the escrow key file") from None
             raise KeyUnavailable(f"Vault refused to {action} with {where}: {'; '.join(exc.errors or [])}",
                                  hint="check that the transit key exists and allows encryption") from None
+
+    def _token_valid(self) -> bool:
+        try:
+            return bool(self._client.is_authenticated())
+        except Exception:  # noqa: BLE001 - only used to choose the error class
+            return True
 
     def wrap(self, data_key: bytes) -> bytes:
         """Return the transit ciphertext (``vault:vN:...``) of ``data_key`` as ASCII bytes."""
