@@ -1185,13 +1185,14 @@ class Store:
         write_file_atomic(partial / STATE_DIR / SET_STATE_FILE, _json_bytes(info))
         fsync_dir(self.partial_root)
 
-    def resume_set(self, set_id: str, keyring: Any, *, component: Optional[str] = None, replace: bool = True,
-                   progress: Optional[ProgressFn] = None) -> SetWriter:
+    def resume_set(self, set_id: str, keyring: Any, *, component: Optional[str] = None,
+                   replace: Optional[bool] = None, progress: Optional[ProgressFn] = None) -> SetWriter:
         """Continue a partial set begun (and detached) elsewhere, e.g. in another process.
 
         ``component``: write only that component (in parallel with writers of other
         components); ``None``: act as the main writer. ``replace``: discard what an earlier
-        attempt of the same writer recorded (a retried step starts clean). The data key is
+        attempt of the same writer recorded, so a retried step starts clean (default: True
+        for a component writer, False for the main writer, which continues). The data key is
         unwrapped with ``keyring``; the set's lease is renewed. :class:`NotFound` if there is
         no such partial set; :class:`LockHeld` if the same writer is active elsewhere or the
         set is being published/removed.
@@ -1217,6 +1218,8 @@ class Store:
             _write_lease(partial, info.get("owner"), lease_s)
             if info.get("lock_kind"):
                 locks.refresh_lease(self.root / LOCK_DIR, info["lock_kind"], set_id, lease_s)
+            if replace is None:
+                replace = component is not None
             writer = SetWriter(self, info, data_key, component=component, set_lock=set_lock, replace=replace,
                                progress=progress)
         except BaseException:
