@@ -156,6 +156,43 @@ def test_private_lab_app_is_healthy(private_lab):
     assert (status, body) == (200, {"mysql": "ok", "redis": "ok", "vault": "ok"})
 
 
+def http_post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def test_app_canary_is_acknowledged_only_when_written_to_all_three_stores(private_lab):
+    url, state_dir = private_lab["env"]["LAB_APP_URL"], private_lab["state_dir"]
+    assert http_post(url + "/canary", b'{"seq": 7, "ts": 1.5}')[0] == 200
+    status, seqs = http_get(url + "/canary")
+    assert status == 200 and all(7 in seqs[store] for store in ("mysql", "redis", "file"))
+    run_lab("service", "redis", "stop", state_dir=state_dir)
+    try:
+        status, body = http_post(url + "/canary", b'{"seq": 8, "ts": 2.5}')
+        assert status == 503 and body["redis"] != "ok"
+        status, health = http_get(url + "/health")
+        assert status == 503 and health["redis"] != "ok" and health["mysql"] == "ok"
+    finally:
+        run_lab("service", "redis", "start", state_dir=state_dir)
+    assert http_get(url + "/health")[0] == 200
+    assert http_post(url + "/canary", b'{"seq": "x"}')[0] == 400
+
+
+def test_app_stores_uploaded_files_with_their_hash(private_lab):
+    env = private_lab["env"]
+    status, row = http_post(env["LAB_APP_URL"] + "/files?name=report.txt", b"quarterly numbers\n")
+    assert status == 200 and row["path"] == "uploads/report.txt" and row["size"] == 18
+    assert (Path(env["LAB_APP_STORAGE"]) / "uploads" / "report.txt").read_bytes() == b"quarterly numbers\n"
+    status, rows = http_get(env["LAB_APP_URL"] + "/files")
+    assert status == 200 and row in rows
+    assert {"path": "uploads/welcome.txt"}.items() <= next(r for r in rows if r["path"].endswith("welcome.txt")).items()
+    assert http_post(env["LAB_APP_URL"] + "/files?name=../escape", b"x")[0] == 400
+
+
 def test_second_up_is_a_noop_that_keeps_pids(private_lab):
     state_dir = private_lab["state_dir"]
     before = pids(state_dir)
