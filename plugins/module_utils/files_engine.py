@@ -920,3 +920,84 @@ def describe_plan(result: dict[str, Any]) -> str:
     return "; ".join(f"{n} -> {f['target']} ({len(f['chain'])} set(s))" for n, f in result["folders"].items())
 
 
+
+
+# ----------------------------------------------------------------------------- entry points for modules
+
+def keyring_from_params(params: dict[str, Any]) -> Any:
+    """KeyRing from the ``lifeboat.dr.store`` options (key_file / escrow_key_file / transit_*)."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.keys import KeyRing
+
+    transit = None
+    if params.get("transit_url"):
+        transit = {"url": params["transit_url"], "token": params.get("transit_token"),
+                   "mount": params.get("transit_mount") or "transit", "key_name": params.get("transit_key")}
+    return KeyRing.from_options(key_file=params.get("key_file"), escrow_key_file=params.get("escrow_key_file"),
+                                transit=transit)
+
+
+def codec_from_params(params: dict[str, Any]) -> Any:
+    """Codec from the ``compression`` / ``compression_level`` options."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
+
+    return Codec(params.get("compression") or "zstd", params.get("compression_level"))
+
+
+def plan_files_backup(paths: dict[str, str], *, include: Optional[list[str]] = None,
+                      exclude: Optional[list[str]] = None) -> dict[str, Any]:
+    """Check-mode plan: per folder the entry count and bytes a full backup would read (stat only)."""
+    if not paths:
+        raise ConfigError("files backup: 'paths' is empty", hint="give at least one name: folder pair")
+    path_filter = PathFilter(tuple(include or ()), tuple(exclude or ()))
+    folders: dict[str, Any] = {}
+    for name, folder in paths.items():
+        check_folder_name(name)
+        count = size = 0
+        for _, st in scan_tree(Path(folder), path_filter):
+            count += 1
+            size += st.st_size if stat.S_ISREG(st.st_mode) else 0
+        folders[name] = {"root": folder, "entries": count, "bytes": size}
+    return {"folders": folders, "approx_bytes": sum(f["bytes"] for f in folders.values())}
+
+
+def run_files_backup(store_root: str, keyring: Any, paths: dict[str, str], *, include: Optional[list[str]] = None,
+                     exclude: Optional[list[str]] = None, incremental_from: Optional[str] = None,
+                     codec: Any = None, set_type: str = "app", quick_verify: bool = True,
+                     progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+    """Back up ``paths`` into a new published set of ``set_type`` (all or nothing); return the summary."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
+
+    store = Store(store_root)
+    plan = plan_files_backup(paths, include=include, exclude=exclude)
+    parent = resolve_parent(store, incremental_from)
+    with store.begin_set(set_type, [COMPONENT], keyring, codec=codec, estimated_bytes=plan["approx_bytes"]) as writer:
+        summary = backup_files_into(writer, paths, include=include, exclude=exclude, parent=parent,
+                                    progress=progress)
+        manifest = writer.publish(quick_verify=quick_verify)
+    summary.update(path=str(writer.path), stored_bytes=manifest["totals"]["stored_bytes"],
+                   plaintext_bytes=manifest["totals"]["plaintext_bytes"])
+    return summary
+
+
+def open_set_or_latest(store: Any, set_id: Optional[str]) -> Any:
+    """``store.open_set(set_id)``, or the newest set holding ``app`` for ``None``/``'latest'``."""
+    if set_id and set_id != "latest":
+        return store.open_set(set_id)
+    found = store.latest_set(component=COMPONENT)
+    if found is None:
+        raise NotFound(f"no set with application files in {store.root}", hint="run lifeboat.dr.files_backup first")
+    return found
+
+
+def run_files_restore(store_root: str, keyring: Any, set_id: Optional[str] = None, *,
+                      targets: Optional[dict[str, str]] = None, names: Optional[list[str]] = None,
+                      check_mode: bool = False, progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+    """Open the store and set (``None``/``'latest'`` = newest) and :func:`restore_files_from` it."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
+
+    store = Store(store_root)
+    backup_set = open_set_or_latest(store, set_id)
+    if not check_mode:
+        backup_set.data_key(keyring)  # fail on a wrong key before touching anything
+    return restore_files_from(store, backup_set, keyring, targets=targets, names=names, check_mode=check_mode,
+                              progress=progress)

@@ -275,7 +275,9 @@ def refuse_transit_kek(keyring: Any, set_writer: Any = None) -> None:
     in Vault, so the backup needed to rebuild Vault could not be decrypted.
     """
     transit = bool(getattr(keyring, "has_transit", False)) if keyring is not None else False
-    wraps = getattr(set_writer, "_wraps", None) or []
+    info = getattr(set_writer, "info", None)
+    wraps = info.get("data_key_wraps") if isinstance(info, dict) else None
+    wraps = wraps or getattr(set_writer, "_wraps", None) or []
     transit = transit or any(isinstance(w, dict) and w.get("kind") == "transit" for w in wraps)
     if transit:
         raise ConfigError("the Vault snapshot may not be encrypted with a Vault transit key: you could not "
@@ -496,7 +498,7 @@ def restore_vault_from(backup_set: Any, keyring: Any, conn: VaultConnection, *, 
 def keep_live_aside(store: Any, keyring: Any, conn: VaultConnection, *, before: str) -> str:
     """Save the live cluster's snapshot as its own published ``vault`` set; return its id."""
     refuse_transit_kek(keyring)
-    with store.begin_set(COMPONENT, [COMPONENT], keyring, lock=None) as writer:
+    with store.begin_set(COMPONENT, [COMPONENT], keyring, codec=_codec_none()) as writer:
         backup_vault_into(writer, conn, keyring=keyring)
         writer.set_component_metadata(COMPONENT, {"kept_aside_before": before,
                                                   "reason": "automatic copy taken before a force-restore"})
@@ -574,12 +576,14 @@ class ScratchBao:
         data.mkdir(mode=0o700)
         if self.storage == "raft":
             storage = f'storage "raft" {{\n  path = "{data}"\n  node_id = "scratch"\n}}\n'
+        elif self.storage == "inmem":
+            storage = 'storage "inmem" {}\n'
         else:
             storage = f'storage "{self.storage}" {{\n  path = "{data}"\n}}\n'
         return (storage + f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n'
                 f'  cluster_address = "127.0.0.1:{self.cluster_port}"\n  tls_disable = true\n}}\n'
                 f'api_addr = "{self.url}"\ncluster_addr = "http://127.0.0.1:{self.cluster_port}"\n'
-                'disable_mlock = true\nui = false\n')
+                'ui = false\n')
 
     def start(self, *, init: bool = True) -> ScratchBao:
         cfg = self.dir / "server.hcl"
@@ -699,3 +703,50 @@ def _restore_into_scratch(bao: ScratchBao, snapshot: Path, keys: list[str], toke
         raise VerificationFailed(f"scratch restore: {check_path} differs from the expected value")
     out["check_path_read"] = True
     return out
+
+
+# ----------------------------------------------------------------------------- entry points for modules
+
+def run_vault_backup(store_root: str, keyring: Any, conn: VaultConnection, *, set_type: str = "vault",
+                     quick_verify: bool = True, progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+    """Snapshot ``conn`` into a new published set of ``set_type``; return the component metadata + set id."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
+
+    refuse_transit_kek(keyring)
+    require_raft(conn)
+    store = Store(store_root)
+    with store.begin_set(set_type, [COMPONENT], keyring, codec=_codec_none()) as writer:
+        meta = backup_vault_into(writer, conn, keyring=keyring, progress=progress)
+        manifest = writer.publish(quick_verify=quick_verify)
+    return dict(meta, set_id=writer.set_id, path=str(writer.path),
+                stored_bytes=manifest["totals"]["stored_bytes"])
+
+
+def plan_vault_backup(conn: VaultConnection, keyring: Any = None) -> dict[str, Any]:
+    """Check-mode plan: the refusals a backup would hit, and the cluster facts."""
+    refuse_transit_kek(keyring)
+    require_raft(conn)
+    return cluster_facts(conn)
+
+
+def open_vault_set(store: Any, set_id: Optional[str]) -> Any:
+    """The set ``set_id``, or for ``None``/``'latest'`` the newest set holding ``vault``."""
+    if set_id and set_id != "latest":
+        return store.open_set(set_id)
+    found = store.latest_set(component=COMPONENT)
+    if found is None:
+        raise ConfigError(f"no set with a Vault snapshot in {store.root}", hint="run lifeboat.dr.vault_backup first")
+    return found
+
+
+def run_vault_restore(store_root: str, keyring: Any, conn: VaultConnection, set_id: Optional[str] = None, *,
+                      unseal_keys_file: Optional[str] = None, keep_aside: bool = True, check_mode: bool = False,
+                      check_path: Optional[str] = None, progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+    """Open the store and set (``None``/``'latest'`` = newest vault set) and :func:`restore_vault_from` it."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
+
+    store = Store(store_root)
+    backup_set = open_vault_set(store, set_id)
+    return restore_vault_from(backup_set, keyring, conn, store=store, unseal_keys_file=unseal_keys_file,
+                              keep_aside=keep_aside, check_mode=check_mode, check_path=check_path,
+                              progress=progress)
