@@ -35,6 +35,7 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
 
 try:
     import pymysql
+    import pymysql.converters
     import pymysql.err
 
     HAS_PYMYSQL = True
@@ -118,7 +119,7 @@ def connect(params: ConnParams, *, database: Optional[str] = None, autocommit: b
             raw: bool = False, read_timeout: Optional[int] = None) -> Any:
     """Open a PyMySQL connection (utf8mb4, session time_zone '+00:00').
 
-    ``raw=True`` returns text columns as ``bytes`` (no decoding; the dump/load path).
+    ``raw=True`` returns every value as ``bytes`` (no decoding/conversion; the dump/load path).
     Raises AuthenticationFailed, ConnectionFailure, PermissionDenied or NotFound (database).
     """
     require_pymysql()
@@ -128,6 +129,9 @@ def connect(params: ConnParams, *, database: Optional[str] = None, autocommit: b
         charset="utf8mb4", autocommit=autocommit, database=database, use_unicode=not raw,
         read_timeout=read_timeout, init_command="SET time_zone = '+00:00'",
     )
+    if raw:
+        # every value as bytes (keep only the encoders, keyed by Python type): no per-value cost
+        kwargs["conv"] = {k: v for k, v in pymysql.converters.conversions.items() if not isinstance(k, int)}
     if params.ca_cert:
         kwargs["ssl"] = {"ca": params.ca_cert, "check_hostname": bool(params.check_hostname)}
     try:

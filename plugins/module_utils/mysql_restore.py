@@ -561,14 +561,20 @@ def _put_back_objects(control: Any, saved: dict[str, list[tuple[str, str, str]]]
                           kind, db, name, prev, SAVED_OBJECTS_TABLE, err)
 
 
-def place_side_by_side(control: Any, plan: RestorePlan) -> None:
-    """``side_by_side``: rename staged tables to their new names; refuse to overwrite anything."""
-    db_stmt = {h["db"]: s for h, s in plan.schema if h["kind"] == "database"}
+def check_side_by_side_targets(control: Any, plan: RestorePlan) -> None:
+    """ConfigError if any side_by_side target table already exists (checked before anything is created)."""
     for t in plan.tables:
-        my.execute(control, create_database_sql(db_stmt.get(t.spec.db, ""), t.target_db))
         if t.target_table in existing_tables(control, t.target_db):
             raise ConfigError(f"{t.target_db}.{t.target_table} already exists; side_by_side never overwrites",
                               hint="choose another name with rename_to, or drop it first")
+
+
+def place_side_by_side(control: Any, plan: RestorePlan) -> None:
+    """``side_by_side``: rename staged tables to their new names; refuse to overwrite anything."""
+    db_stmt = {h["db"]: s for h, s in plan.schema if h["kind"] == "database"}
+    check_side_by_side_targets(control, plan)
+    for t in plan.tables:
+        my.execute(control, create_database_sql(db_stmt.get(t.spec.db, ""), t.target_db))
     pairs = [f"{my.qualified(t.staging_db, t.spec.table)} TO {my.qualified(t.target_db, t.target_table)}"
              for t in plan.tables]
     my.execute(control, "RENAME TABLE " + ", ".join(pairs), doing="placing the restored tables (RENAME TABLE)")
@@ -674,18 +680,18 @@ def restore_mysql_from(backup_set: Any, keyring: Any, params: my.ConnParams, *,
             session_setup(control, write_binlog, flavor)
         if plan.include_users:
             restore_users(params, flavor, _users_sql(backup_set, keyring, meta), write_binlog)
+        if mode == "side_by_side":
+            check_side_by_side_targets(control, plan)
         create_staging(control, plan)
         try:
             result["verified"] = load_and_verify(backup_set, keyring, params, flavor, plan.tables, parallel,
                                                  write_binlog, progress)
-        except BaseException:
+            if mode == "side_by_side":
+                place_side_by_side(control, plan)
+            else:
+                result.update(swap_in(control, plan))
+        finally:
             drop_staging(control, plan)
-            raise
-        if mode == "side_by_side":
-            place_side_by_side(control, plan)
-        else:
-            result.update(swap_in(control, plan))
-        drop_staging(control, plan)
         result["objects"] = _recreate_objects(control, plan)
     finally:
         mb._close(control)
