@@ -319,14 +319,12 @@ class ArtifactWriter:
             if block is _EOF:
                 acc += self._compressor.flush()
                 while len(acc) > size:
-                    self._stages.put(self._chunk_q, (bytes(acc[:size]), False))
-                    del acc[:size]
+                    self._stages.put(self._chunk_q, (_take(acc, size), False))
                 self._stages.put(self._chunk_q, (bytes(acc), True))
                 return
             acc += self._compressor.compress(block)
             while len(acc) > size:  # strictly more: the final chunk is never empty unless the stream is
-                self._stages.put(self._chunk_q, (bytes(acc[:size]), False))
-                del acc[:size]
+                self._stages.put(self._chunk_q, (_take(acc, size), False))
 
     def _seal_stage(self) -> None:
         self._write_stored(self._sealer.header_bytes())
@@ -344,6 +342,14 @@ class ArtifactWriter:
             written = self._file.write(view)
             view = view[written:]
         self.stored_size += len(data)
+
+
+def _take(acc: bytearray, size: int) -> bytes:
+    """Remove and return the first ``size`` bytes of ``acc`` (one copy)."""
+    with memoryview(acc) as view:
+        out = bytes(view[:size])
+    del acc[:size]
+    return out
 
 
 def open_artifact_writer(dest: Path, *, data_key: bytes, set_id: str, artifact_path: str,
@@ -376,7 +382,10 @@ class _QueueSource:
                 parts.append(self._next())
             return b"".join(parts)
         while not self._buf and not self.eof:
-            self._buf = memoryview(self._next())
+            item = self._next()
+            if len(item) <= size:
+                return item  # the common case: a whole chunk, no copy
+            self._buf = memoryview(item)
         out = bytes(self._buf[:size])
         self._buf = self._buf[size:]
         return out
@@ -431,6 +440,7 @@ class ArtifactReader(io.BufferedIOBase):
         self._source = _QueueSource(self._stages, self._chunk_q)
         self._plain_reader = codec.decompressing_reader(self._source)
         self._buf = memoryview(b"")
+        self._item = b""
         self._eof = False
         total = self._record.get("plaintext_size") if self._record else None
         self._meter = ProgressMeter(f"read {artifact_path}", progress, total)
@@ -548,8 +558,18 @@ class ArtifactReader(io.BufferedIOBase):
             self._plain_hash.update(item)
             self.plaintext_size += len(item)
             self._meter.update(self.plaintext_size, self.stored_size)
+            self._item = item
             self._buf = memoryview(item)
         return True
+
+    def _take(self, size: int) -> bytes:
+        """Remove and return up to ``size`` buffered bytes (the block itself when it fits)."""
+        if size >= len(self._buf) and len(self._buf) == len(self._item):
+            out = self._item
+        else:
+            out = bytes(self._buf[:size])
+        self._buf = self._buf[size:]
+        return out
 
     def _verify_plaintext(self) -> None:
         if not self._record:
@@ -568,14 +588,11 @@ class ArtifactReader(io.BufferedIOBase):
         if size is None or size < 0:
             parts = []
             while self._fill():
-                parts.append(bytes(self._buf))
-                self._buf = memoryview(b"")
+                parts.append(self._take(len(self._buf)))
             return b"".join(parts)
         if size == 0 or not self._fill():
             return b""
-        out = bytes(self._buf[:size])
-        self._buf = self._buf[size:]
-        return out
+        return self._take(size)
 
     def read1(self, size: int = -1) -> bytes:
         self._check_open()
@@ -583,9 +600,7 @@ class ArtifactReader(io.BufferedIOBase):
             return b""
         if size is None or size < 0:
             size = len(self._buf)
-        out = bytes(self._buf[:size])
-        self._buf = self._buf[size:]
-        return out
+        return self._take(size)
 
     def readinto(self, b: Any) -> int:
         view = memoryview(b).cast("B")

@@ -1,0 +1,225 @@
+"""Benchmark: the artifact pipeline against the zstd CLI, side by side in one run.
+
+    python -m bench.bench_pipeline --size 300 --runs 3 [--rss-sizes 100,2000]
+
+Input: generated SQL-dump-like text (INSERT statements with random-ish ids, names,
+dates, amounts; compresses like a real dump, ~3-4x with zstd -3), written once to a
+work file. Each measurement runs in its own child process (so ``ru_maxrss`` is that
+run's peak). Compared, median of ``--runs``:
+
+* compress: ``zstd -3 -T1`` vs pipeline (zstd 3 + AES-256-GCM + SHA-256, threads=0), and
+  ``zstd -3 -T2`` vs pipeline threads=2;
+* decompress: ``zstd -d`` vs pipeline reader (decrypt + decompress + verify hashes);
+* peak RSS of the pipeline writer for each of ``--rss-sizes`` MB of input (generated in the
+  child, no input file), which must stay flat and < 100 MB.
+
+Pipeline times are measured inside the child around the work (interpreter start-up
+excluded); zstd times are the wall time of the CLI process. Results: a table on stdout
+and JSON in ``bench/results/pipeline.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
+from ansible_collections.lifeboat.dr.plugins.module_utils.pipeline import open_artifact_reader, open_artifact_writer
+
+MB = 1 << 20
+KEY = b"bench-key-not-secret-32-bytes!!!"
+SET_ID = "full_20250101T000000Z_bench0"
+ARTIFACT = "mysql/dump.sql"
+RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"
+
+FIRST = ["Anna", "Bruno", "Chen", "Dara", "Emil", "Fatima", "Goran", "Hana", "Ivo", "Jun", "Kofi", "Lena", "Mateo",
+         "Nadia", "Omar", "Petra", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Vera", "Wen", "Xavier", "Yara", "Zoe"]
+LAST = ["Novak", "Silva", "Müller", "Okafor", "Tanaka", "Kowalski", "García", "Ivanova", "Haddad", "Lindqvist",
+        "O'Brien", "Nguyen", "Rossi", "Dubois", "Kaya", "Jensen", "Papadopoulos", "Horvat", "Moreau", "Singh"]
+CITIES = ["Zagreb", "Lisbon", "Osaka", "Lagos", "Lyon", "Kraków", "Toronto", "Pune", "Oslo", "Quito", "Cairo"]
+STATUS = ["new", "paid", "shipped", "cancelled", "refunded", "on_hold"]
+
+
+def sql_blocks(total_bytes: int, seed: int = 42, block: int = MB):
+    """Yield ~``block``-byte pieces of a deterministic SQL dump, ``total_bytes`` in all."""
+    rnd = random.Random(seed)
+    produced = 0
+    table = 0
+    while produced < total_bytes:
+        lines = []
+        size = 0
+        if rnd.random() < 0.02:
+            table += 1
+            lines.append(f"\n--\n-- Dumping data for table `orders_{table}`\n--\n\n"
+                         f"LOCK TABLES `orders_{table}` WRITE;\n"
+                         f"/*!40000 ALTER TABLE `orders_{table}` DISABLE KEYS */;\n")
+        while size < block:
+            rows = []
+            for _ in range(rnd.randint(20, 60)):
+                first, last = rnd.choice(FIRST), rnd.choice(LAST)
+                rows.append(
+                    f"({rnd.randint(1, 9_999_999)},'{first} {last}','{first.lower()}.{last.lower()}"
+                    f"{rnd.randint(1, 999)}@example.org','{rnd.choice(CITIES)}','20{rnd.randint(10, 25)}-"
+                    f"{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d} {rnd.randint(0, 23):02d}:"
+                    f"{rnd.randint(0, 59):02d}:{rnd.randint(0, 59):02d}',{rnd.randint(0, 99999)}."
+                    f"{rnd.randint(0, 99):02d},'{rnd.choice(STATUS)}',"
+                    f"{'NULL' if rnd.random() < 0.3 else rnd.randint(1, 500)})")
+            line = f"INSERT INTO `orders_{table}` VALUES " + ",".join(rows) + ";\n"
+            lines.append(line)
+            size += len(line)
+        data = "".join(lines).encode("utf-8")[: total_bytes - produced]
+        produced += len(data)
+        yield data
+
+
+def make_input(path: Path, size_mb: int) -> None:
+    if path.exists() and path.stat().st_size == size_mb * MB:
+        return
+    with open(path, "wb") as out:
+        for piece in sql_blocks(size_mb * MB):
+            out.write(piece)
+
+
+# -- children ------------------------------------------------------------------------------
+def child_write(src: Path, dest: Path, threads: int, record_out: Path) -> dict:
+    start = time.perf_counter()
+    with open(src, "rb", buffering=0) as inp, open_artifact_writer(
+            dest, data_key=KEY, set_id=SET_ID, artifact_path=ARTIFACT, codec=Codec("zstd", 3, threads)) as writer:
+        while piece := inp.read(MB):
+            writer.write(piece)
+    record = writer.record
+    elapsed = time.perf_counter() - start
+    record_out.write_text(json.dumps(record))
+    return {"elapsed_s": elapsed, "stored_size": record["stored_size"]}
+
+
+def child_read(src: Path, record_in: Path) -> dict:
+    record = json.loads(record_in.read_text())
+    start = time.perf_counter()
+    with open_artifact_reader(src, data_key=KEY, set_id=SET_ID, artifact_path=ARTIFACT, record=record) as reader, \
+            open(os.devnull, "wb") as sink:
+        while piece := reader.read1(MB):
+            sink.write(piece)
+        assert reader.verified
+    return {"elapsed_s": time.perf_counter() - start}
+
+
+def child_rss(size_mb: int, dest: Path, threads: int) -> dict:
+    start = time.perf_counter()
+    with open_artifact_writer(dest, data_key=KEY, set_id=SET_ID, artifact_path=ARTIFACT,
+                              codec=Codec("zstd", 3, threads)) as writer:
+        for piece in sql_blocks(size_mb * MB, seed=size_mb):
+            writer.write(piece)
+    dest.unlink()
+    return {"elapsed_s": time.perf_counter() - start}
+
+
+def run_child(*args: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.bench_pipeline", "--child", *args], check=True,
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def time_cli(argv: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+# -- parent --------------------------------------------------------------------------------
+def bench(size_mb: int, runs: int, rss_sizes: list[int], work: Path) -> dict:
+    if not shutil.which("zstd"):
+        raise SystemExit("the zstd CLI is needed (apt-get install zstd)")
+    src = work / f"dump-{size_mb}MB.sql"
+    make_input(src, size_mb)
+    nbytes = src.stat().st_size
+    times: dict[str, list[float]] = {k: [] for k in ("zstd_T1", "pipe_T0", "zstd_T2", "pipe_T2", "zstd_d", "pipe_read")}
+    sizes = {}
+    for _ in range(runs):
+        for name, threads, cli in (("T1", 0, "-T1"), ("T2", 2, "-T2")):
+            zst = work / "out.zst"
+            times[f"zstd_{name}"].append(time_cli(["zstd", "-3", cli, "-q", "-f", str(src), "-o", str(zst)]))
+            sizes["zstd"] = zst.stat().st_size
+            art = work / f"out-{name}.lba"
+            art.unlink(missing_ok=True)
+            res = run_child("write", str(src), str(art), str(threads), str(work / f"record-{name}.json"))
+            times[f"pipe_T{threads}"].append(res["elapsed_s"])
+            sizes["pipeline"] = res["stored_size"]
+        times["zstd_d"].append(time_cli(["zstd", "-d", "-q", "-f", str(work / "out.zst"), "-o", os.devnull]))
+        res = run_child("read", str(work / "out-T1.lba"), str(work / "record-T1.json"))
+        times["pipe_read"].append(res["elapsed_s"])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rss = {}
+    for mb in rss_sizes:
+        res = run_child("rss", str(mb), str(work / "rss.lba"), "0")
+        rss[mb] = {"maxrss_mb": round(res["maxrss_kb"] / 1024, 1), "elapsed_s": round(res["elapsed_s"], 2)}
+    mbps = {k: round(nbytes / MB / v, 1) for k, v in med.items()}
+    return {
+        "input_mb": round(nbytes / MB, 1), "runs": runs,
+        "compressed_mb": {k: round(v / MB, 1) for k, v in sizes.items()},
+        "median_s": {k: round(v, 3) for k, v in med.items()}, "throughput_mb_s": mbps,
+        "ratios": {
+            "compress_T1 (pipeline threads=0 / zstd -3 -T1)": round(med["zstd_T1"] / med["pipe_T0"], 2),
+            "compress_T2 (pipeline threads=2 / zstd -3 -T2)": round(med["zstd_T2"] / med["pipe_T2"], 2),
+            "decompress (pipeline read+verify / zstd -d)": round(med["zstd_d"] / med["pipe_read"], 2),
+        },
+        "peak_rss_by_input_mb": rss,
+        "goals": {"throughput_ratio_min": 0.8, "rss_max_mb": 100},
+    }
+
+
+def print_table(result: dict) -> None:
+    print(f"input {result['input_mb']} MB of SQL-dump-like text, median of {result['runs']} runs")
+    print(f"{'step':<12}{'seconds':>10}{'MB/s':>10}")
+    for key, secs in result["median_s"].items():
+        print(f"{key:<12}{secs:>10.3f}{result['throughput_mb_s'][key]:>10.1f}")
+    print("ratios (>= 0.8 is the goal):")
+    for key, ratio in result["ratios"].items():
+        print(f"  {key:<52}{ratio:>6.2f}")
+    print("peak RSS of the writer process (< 100 MB and flat is the goal):")
+    for mb, row in result["peak_rss_by_input_mb"].items():
+        print(f"  {mb:>6} MB input: {row['maxrss_mb']:>6.1f} MB RSS ({row['elapsed_s']} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=300, help="input size in MB (default 300)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per measurement; the median is reported")
+    parser.add_argument("--rss-sizes", default="100,2000", help="comma-separated input sizes (MB) for the RSS check")
+    parser.add_argument("--workdir", type=Path, help="where input/output files go (default: a temp dir)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        mode, *rest = args.child
+        if mode == "write":
+            res = child_write(Path(rest[0]), Path(rest[1]), int(rest[2]), Path(rest[3]))
+        elif mode == "read":
+            res = child_read(Path(rest[0]), Path(rest[1]))
+        else:
+            res = child_rss(int(rest[0]), Path(rest[1]), int(rest[2]))
+        res["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps(res))
+        return 0
+    rss_sizes = [int(x) for x in args.rss_sizes.split(",") if x.strip()]
+    with tempfile.TemporaryDirectory(prefix="lifeboat-bench-", dir=args.workdir) as tmp:
+        result = bench(args.size, args.runs, rss_sizes, Path(tmp))
+    print_table(result)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
