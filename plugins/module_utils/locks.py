@@ -282,7 +282,7 @@ def _open_locked(path: Path, shared: bool, deadline: float, what: str, wait_s: f
         while not try_flock(fd, shared):
             if time.monotonic() >= deadline:
                 holder = read_holder(path)
-                waited = f" after waiting {wait_s:g} s" if wait_s > 0 else ""
+                waited = f" after waiting {wait_s:.2g} s" if wait_s > 0 else ""
                 raise LockHeld(
                     f"{what} is held by {describe_holder(holder)}{waited}",
                     hint="wait for that run to finish (or pass a wait timeout); a dead holder releases it itself",
