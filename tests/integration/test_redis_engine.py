@@ -1,0 +1,353 @@
+"""Redis engine against real redis-server processes.
+
+Destructive tests (restore, FLUSHALL) run against scratch servers that the tests
+start themselves (ScratchRedis: the same class full verification uses); the lab's
+shared Redis only sees non-destructive things (SYNC, BGSAVE, BGREWRITEAOF, a
+failed AUTH).
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from ansible_collections.lifeboat.dr.plugins.module_utils import keys, rdb
+from ansible_collections.lifeboat.dr.plugins.module_utils import redis_engine as engine
+from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.errors import AuthenticationFailed, RestoreFailed
+from ansible_collections.lifeboat.dr.plugins.module_utils.redis_conn import RedisParams
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+
+TTL_TOLERANCE_MS = 5000
+
+
+@pytest.fixture
+def ring(tmp_path):
+    path = tmp_path / "kek"
+    keys.create_key_file(path)
+    return keys.KeyRing.from_options(key_file=path)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path / "store")
+
+
+def client(server: engine.ScratchRedis, db: int = 0) -> redis.Redis:
+    return redis.Redis(port=server.port, password=server.password, db=db, socket_timeout=10)
+
+
+def fill_all_types(server: engine.ScratchRedis) -> None:
+    """Every value type and encoding of Redis 7.0 across dbs 0, 1 and 5, some with TTLs."""
+    c = client(server)
+    c.set("s:plain", "hello")
+    c.set("s:int", 12345)
+    c.set("s:long", "abc" * 2000)  # LZF-compressed in the RDB
+    c.set("s:ttl", "expiring", ex=3600)
+    c.set("s:pttl", "expiring-ms", px=7_200_000)
+    c.hset("h:small", mapping={"a": "1", "b": "2"})
+    c.hset("h:big", mapping={f"f{i}": "v" * (i % 70) for i in range(300)})  # hashtable
+    c.rpush("l:small", "a", "b", 3)
+    c.rpush("l:big", *[f"item{i}" for i in range(3000)])  # quicklist, many nodes
+    c.sadd("set:int", 1, 2, 3)  # intset
+    c.sadd("set:str", "a", "b", "c")
+    c.sadd("set:big", *[f"m{i}" for i in range(600)])
+    c.zadd("z:small", {"a": 1, "b": 2.5})
+    c.zadd("z:big", {f"m{i}": i / 3 for i in range(400)})  # skiplist
+    c.expire("z:big", 5000)
+    for i in range(5):
+        c.xadd("stream", {"f": i})
+    c.xgroup_create("stream", "g1", id="0")
+    c.xreadgroup("g1", "consumer-1", {"stream": ">"}, count=2)
+    c.xadd("stream:trimmed", {"x": 1})
+    c.xdel("stream:trimmed", c.xadd("stream:trimmed", {"x": 2}))
+    c1 = client(server, 1)
+    c1.set("db1:key", "one")
+    c1.hset("db1:hash", "f", "v")
+    c5 = client(server, 5)
+    for i in range(50):
+        c5.set(f"db5:{i}", i, ex=1000 + i)
+    c.function_load("#!lua name=lifeboatlib\nredis.register_function('lbf', function() return 1 end)")
+
+
+def typed_value(c: redis.Redis, key: bytes):
+    """The value of ``key`` in a form that does not depend on hash-table iteration order
+    (DUMP payloads of hashes and sets do, so they are not compared byte for byte)."""
+    kind = c.type(key)
+    if kind == b"string":
+        return kind, c.get(key)
+    if kind == b"hash":
+        return kind, c.hgetall(key)
+    if kind == b"list":
+        return kind, c.lrange(key, 0, -1)
+    if kind == b"set":
+        return kind, sorted(c.smembers(key))
+    if kind == b"zset":
+        return kind, c.zrange(key, 0, -1, withscores=True)
+    if kind == b"stream":
+        groups = [(g["name"], g["last-delivered-id"], g["pending"]) for g in c.xinfo_groups(key)]
+        return kind, (c.xrange(key), groups, c.xinfo_stream(key)["last-generated-id"])
+    raise AssertionError(f"unexpected type {kind!r}")
+
+
+def snapshot(server: engine.ScratchRedis, dbs=(0, 1, 5)) -> dict:
+    """{db: {key: (typed value, PTTL)}}."""
+    out = {}
+    for db in dbs:
+        c = client(server, db)
+        out[db] = {k: (typed_value(c, k), c.pttl(k)) for k in c.scan_iter(count=1000)}
+    return out
+
+
+def assert_same_data(before: dict, after: dict, elapsed_ms: int) -> None:
+    assert {db: sorted(v) for db, v in after.items()} == {db: sorted(v) for db, v in before.items()}
+    for db, entries in before.items():
+        for key, (payload, pttl) in entries.items():
+            got_payload, got_pttl = after[db][key]
+            assert got_payload == payload, f"db{db} {key!r}: value differs"
+            if pttl < 0:
+                assert got_pttl == pttl, f"db{db} {key!r}: TTL {got_pttl} where none was"
+            else:
+                assert pttl - elapsed_ms - TTL_TOLERANCE_MS <= got_pttl <= pttl, f"db{db} {key!r}: TTL {got_pttl}"
+
+
+def network_backup(store: Store, ring, params: RedisParams, **kwargs) -> str:
+    with store.begin_set("redis", ["redis"], ring) as writer:
+        engine.backup_redis_into(writer, params, **kwargs)
+        writer.publish()
+        return writer.set_id
+
+
+# --------------------------------------------------------------------------------------------- restore
+
+
+def test_restore_with_appendonly_yes_loads_the_backup_not_the_newer_aof(tmp_path, store, ring):
+    with engine.ScratchRedis(base_dir=str(tmp_path), appendonly=True) as server:
+        server.start()
+        fill_all_types(server)
+        before = snapshot(server)
+        functions = client(server).function_list()
+        taken = time.monotonic()
+        set_id = network_backup(store, ring, server.params)
+        c = client(server)
+        c.set("after-backup", "newer")  # only in memory and the AOF
+        c.delete("s:plain")
+        c.hset("h:small", "c", "3")
+
+        summary = engine.restore_redis_from(store.open_set(set_id), ring, service=server,
+                                            data_dir=str(server.data_dir), conn=server.params)
+
+        after = snapshot(server)
+        assert_same_data(before, after, int((time.monotonic() - taken) * 1000))
+        assert client(server).exists("after-backup") == 0
+        assert client(server).function_list() == functions
+        assert summary["keys_per_db"] == {str(db): len(v) for db, v in before.items()}
+        kept = Path(summary["previous_data"])
+        assert kept.is_dir() and "appendonlydir" in summary["moved_aside"]
+        assert b"after-backup" in b"".join(p.read_bytes() for p in (kept / "appendonlydir").iterdir())
+        # the restored server keeps writing an AOF that already holds the restored data
+        server.stop()
+        server.start()
+        assert snapshot(server).keys() == before.keys()
+        assert sum(len(v) for v in snapshot(server).values()) == sum(len(v) for v in before.values())
+
+
+def test_restore_after_flushall_and_deleted_files_brings_everything_back(tmp_path, store, ring):
+    with engine.ScratchRedis(base_dir=str(tmp_path), appendonly=False) as server:
+        server.start()
+        fill_all_types(server)
+        before = snapshot(server)
+        taken = time.monotonic()
+        set_id = network_backup(store, ring, server.params)
+        client(server).flushall()
+        server.stop()
+        for path in server.data_dir.iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        server.start()
+        assert client(server).dbsize() == 0
+
+        summary = engine.restore_redis_from(store.open_set(set_id), ring, service=server,
+                                            data_dir=str(server.data_dir), conn=server.params)
+
+        assert_same_data(before, snapshot(server), int((time.monotonic() - taken) * 1000))
+        assert summary["previous_data"] is None  # nothing was there to keep
+
+
+def test_restore_that_loads_the_wrong_data_is_rolled_back(tmp_path, store, ring):
+    with engine.ScratchRedis(base_dir=str(tmp_path), appendonly=True) as server:
+        server.start()
+        client(server).set("original", "1")
+        set_id = network_backup(store, ring, server.params)
+        client(server).set("newer", "2")
+        wrong = {"appendfilename": "other.aof"}  # the server will not find this AOF: it starts empty
+
+        with pytest.raises(RestoreFailed) as caught:
+            engine.restore_redis_from(store.open_set(set_id), ring, service=server, data_dir=str(server.data_dir),
+                                      conn=server.params, layout=wrong)
+
+        assert "rolled back" in str(caught.value) and "db0: 0 keys, expected 1" in str(caught.value)
+        assert server.is_running()
+        assert client(server).get("newer") == b"2"  # the previous data is live again
+        assert list(server.data_dir.parent.glob("data.lbfailed-*"))
+
+
+def test_a_damaged_backup_is_refused_before_the_server_is_touched(tmp_path, store, ring):
+    with engine.ScratchRedis(base_dir=str(tmp_path)) as server:
+        server.start()
+        client(server).set("k", "v")
+        set_id = network_backup(store, ring, server.params)
+        pid = server.proc.pid
+        artifact = store.open_set(set_id).path / "redis" / engine.RDB_ARTIFACT
+        data = bytearray(artifact.read_bytes())
+        data[len(data) // 2] ^= 1
+        artifact.write_bytes(bytes(data))
+
+        with pytest.raises(Exception) as caught:
+            engine.restore_redis_from(store.open_set(set_id), ring, service=server,
+                                      data_dir=str(server.data_dir), conn=server.params)
+
+        assert type(caught.value).__name__ in ("TamperedData", "IntegrityError", "RestoreFailed")
+        assert server.proc.pid == pid and server.is_running()
+        assert client(server).get("k") == b"v"
+
+
+# --------------------------------------------------------------------------------------------- verify
+
+
+def test_full_verify_loads_the_backup_into_a_scratch_server(tmp_path, store, ring):
+    with engine.ScratchRedis(base_dir=str(tmp_path)) as server:
+        server.start()
+        fill_all_types(server)
+        set_id = network_backup(store, ring, server.params)
+    report = engine.verify_redis_set(store.open_set(set_id), ring, mode="full", work_dir=str(tmp_path))
+    assert report["ok"], report["checks"]
+    names = [c["name"] for c in report["checks"]]
+    assert "redis-check-rdb accepts the RDB" in names
+    assert "loads into a scratch redis-server with the same key counts" in names
+    assert report["rdb"]["keys_per_db"] == {"0": 16, "1": 2, "5": 50}
+
+
+# --------------------------------------------------------------------------------------------- lab (read-only)
+
+
+def lab_params(env: dict, password: str | None = None) -> RedisParams:
+    return RedisParams(host=env["LAB_REDIS_HOST"], port=int(env["LAB_REDIS_PORT"]),
+                       user=env["LAB_REDIS_BACKUP_USER"],
+                       password=env["LAB_REDIS_BACKUP_PASSWORD"] if password is None else password)
+
+
+def test_wrong_password_fails_clearly_and_leaves_nothing(lab_env, store, ring):
+    with pytest.raises(AuthenticationFailed) as caught:
+        network_backup(store, ring, lab_params(lab_env, password="not-the-password"))
+    message = str(caught.value)
+    assert "WRONGPASS" in message and "redis_password" in message
+    assert "not-the-password" not in message and lab_env["LAB_REDIS_BACKUP_PASSWORD"] not in message
+    assert store.list_sets(include_partial=True) == []
+
+
+def test_network_backup_of_the_lab_records_server_facts_and_verifies(lab_env, store, ring):
+    set_id = network_backup(store, ring, lab_params(lab_env))
+    backup_set = store.open_set(set_id)
+    meta = backup_set.read_json("redis", engine.METADATA_JSON)
+    assert meta["redis_version"].startswith("7.") and meta["role"] == "master"
+    assert meta["rdb"]["version"] == 10 and meta["rdb"]["framing"] == "diskless"
+    assert meta["rdb_last_save_time"] > 0 and meta["keyspace"]
+    assert backup_set.component_metadata("redis")["rdb_keys_per_db"] == meta["rdb"]["keys_per_db"]
+    report = engine.verify_redis_set(backup_set, ring, mode="quick")
+    assert report["ok"], report["checks"]
+
+
+def test_file_mode_with_aof_of_the_lab_passes_full_verify(lab_env, store, ring, tmp_path):
+    set_id = network_backup(store, ring, lab_params(lab_env), mode="file", include_aof=True,
+                            data_dir=lab_env["LAB_REDIS_DIR"])
+    backup_set = store.open_set(set_id)
+    meta = backup_set.read_json("redis", engine.METADATA_JSON)
+    assert meta["rdb"]["source"] == "file"
+    assert meta["aof"]["base_format"] == "rdb" and [f["type"] for f in meta["aof"]["files"]][0] == "b"
+    report = engine.verify_redis_set(backup_set, ring, mode="full", work_dir=str(tmp_path))
+    assert report["ok"], report["checks"]
+    assert "redis-check-aof accepts the AOF" in [c["name"] for c in report["checks"]]
+
+
+# --------------------------------------------------------------------------------------------- rdb vs redis-check-rdb
+
+
+def reference_ok(path: Path) -> bool:
+    ok, _ = engine.run_reference_check("redis-check-rdb", str(path))
+    assert ok is not None, "redis-check-rdb is not installed"
+    return ok
+
+
+@pytest.fixture(scope="module")
+def real_rdb(tmp_path_factory) -> bytes:
+    base = tmp_path_factory.mktemp("rdb")
+    with engine.ScratchRedis(base_dir=str(base), appendonly=False) as server:
+        server.start()
+        fill_all_types(server)
+        client(server).save()
+        return (server.data_dir / "dump.rdb").read_bytes()
+
+
+def test_real_rdb_is_accepted_by_both_checkers(tmp_path, real_rdb):
+    path = tmp_path / "good.rdb"
+    path.write_bytes(real_rdb)
+    report = rdb.check_rdb_file(str(path))
+    assert report.ok and report.version == 10 and report.functions == 1
+    assert report.keys_per_db == {0: 16, 1: 2, 5: 50}
+    assert reference_ok(path)
+
+
+@pytest.mark.parametrize("where", [0.0, 0.001, 0.1, 0.3, 0.5, 0.7, 0.9, 0.999])
+def test_flipped_bytes_are_rejected_by_both_checkers(tmp_path, real_rdb, where):
+    data = bytearray(real_rdb)
+    pos = min(len(data) - 1, int(len(data) * where))
+    data[pos] ^= 0x41
+    path = tmp_path / "flipped.rdb"
+    path.write_bytes(bytes(data))
+    report = rdb.check_rdb_file(str(path))
+    assert not report.ok
+    assert report.error_offset is not None and report.error_offset >= min(pos, 5)
+    assert not reference_ok(path)
+
+
+@pytest.mark.parametrize("keep", [5, 100, 0.25, 0.5, 0.95, -9, -1])
+def test_truncated_files_are_rejected_by_both_with_the_offset(tmp_path, real_rdb, keep):
+    size = keep if isinstance(keep, int) and keep > 0 else (len(real_rdb) + keep if isinstance(keep, int)
+                                                            else int(len(real_rdb) * keep))
+    path = tmp_path / "cut.rdb"
+    path.write_bytes(real_rdb[:size])
+    report = rdb.check_rdb_file(str(path))
+    assert not report.ok
+    assert report.error_offset == size
+    assert not reference_ok(path)
+
+
+def _crafted(body: bytes) -> bytes:
+    body += b"\xff"
+    return body + struct.pack("<Q", rdb.crc64(0, body))
+
+
+@pytest.mark.parametrize("name,body,ok", [
+    ("good", b"REDIS0010\xfe\x00\x00\x01k\x01v\x04\x01h\x01\x01f\x01v", True),
+    ("unknown type", b"REDIS0010\xfe\x00\x08\x01k\x01v", False),
+    ("length past the end", b"REDIS0010\xfe\x00\x00\x01k\x80\x00\x01\x00\x00v", False),
+    ("bad length encoding", b"REDIS0010\xfe\x00\x00\x01k\xbfv", False),
+    ("future version", b"REDIS0011\xfe\x00\x00\x01k\x01v", False),
+    ("not an rdb", b"REDIX0010\xfe\x00\x00\x01k\x01v", False),
+])
+def test_crafted_files_with_valid_checksums_get_the_same_verdict(tmp_path, name, body, ok):
+    path = tmp_path / "crafted.rdb"
+    path.write_bytes(_crafted(body))
+    assert rdb.check_rdb_file(str(path)).ok is ok
+    assert reference_ok(path) is ok
+
+
+def test_check_rdb_binary_is_the_one_from_redis_server():
+    out = subprocess.run([engine.find_redis_binary("redis-check-rdb"), "--version"], capture_output=True, check=False)
+    assert b"7." in out.stdout + out.stderr
