@@ -806,7 +806,7 @@ def restore_files_from(store: Any, backup_set: Any, keyring: Any, *, targets: Op
             results[name] = dict(plan, changed=True)
             continue
         results[name] = dict(plan, **_restore_folder(chain, name, final, target, keyring, stamp, progress))
-    return {"set_id": backup_set.set_id, "changed": not check_mode, "folders": results}
+    return {"set_id": backup_set.set_id, "changed": True, "check_mode": check_mode, "folders": results}
 
 
 def _restore_folder(chain: list[Any], name: str, final: dict[str, Any], target: Path, keyring: Any,

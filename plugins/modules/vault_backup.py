@@ -1,0 +1,140 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Lifeboat contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: vault_backup
+short_description: Raft snapshot of Vault/OpenBao into an encrypted backup set
+version_added: 0.1.0
+description:
+  - Streams a raft snapshot (C(sys/storage/raft/snapshot)) of a Vault/OpenBao cluster into a
+    new backup set as C(vault/raft.snap.enc), checking the snapshot's own C(SHA256SUMS) and
+    C(meta.json) while it streams. The snapshot is already gzip'd, so it is stored uncompressed.
+  - Records cluster id and name, server version and the snapshot's raft index and term.
+  - Only integrated storage (raft) is supported; other storage backends are refused with what to do.
+  - The set must be encrypted with a key file only; a transit KEK (O(transit_url)) is refused,
+    because that Vault would be needed to read the backup that rebuilds it.
+  - The token needs C(read) on C(sys/storage/raft/snapshot) (see docs/vault.md).
+author:
+  - Lifeboat contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - lifeboat.dr.store
+  - lifeboat.dr.vault
+options:
+  set_type:
+    description:
+      - Type of the new set.
+    type: str
+    default: vault
+    choices: [vault, full]
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Checks the storage type, the key ring and the connection, and returns the cluster facts; writes nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+  idempotent:
+    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
+    support: none
+    details: Every run creates a new backup set.
+seealso:
+  - module: lifeboat.dr.vault_restore
+'''
+
+EXAMPLES = r'''
+- name: Snapshot the local OpenBao
+  lifeboat.dr.vault_backup:
+    store: /var/backups/lifeboat
+    key_file: /etc/lifeboat/kek.key
+    escrow_key_file: /etc/lifeboat/escrow.key
+    url: https://127.0.0.1:8200
+    ca_cert: /etc/openbao/ca.pem
+    token: "{{ lifeboat_vault_token }}"
+  register: vault_backup
+
+- name: Same with AppRole
+  lifeboat.dr.vault_backup:
+    store: /var/backups/lifeboat
+    key_file: /etc/lifeboat/kek.key
+    url: https://vault.example.com:8200
+    auth_method: approle
+    role_id: "{{ lifeboat_role_id }}"
+    secret_id: "{{ lifeboat_secret_id }}"
+'''
+
+RETURN = r'''
+set_id:
+  description: Identifier of the published set.
+  returned: success, not in check mode
+  type: str
+  sample: vault_20250129T020000Z_a1b2c3
+path:
+  description: Folder of the published set.
+  returned: success, not in check mode
+  type: str
+cluster_id:
+  description: Cluster id of the source.
+  returned: always
+  type: str
+version:
+  description: Server version of the source.
+  returned: always
+  type: str
+raft_index:
+  description: Raft index the snapshot was taken at.
+  returned: success, not in check mode
+  type: int
+snapshot_size:
+  description: Bytes of the snapshot (gzip'd tar as the server sent it).
+  returned: success, not in check mode
+  type: int
+stored_bytes:
+  description: Bytes the set takes in the store.
+  returned: success, not in check mode
+  type: int
+'''
+
+from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
+    LifeboatModule,
+    merge_specs,
+    run_module,
+    store_argument_spec,
+    vault_argument_spec,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.files_engine import keyring_from_params
+from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
+from ansible_collections.lifeboat.dr.plugins.module_utils.vault_conn import connect_params
+from ansible_collections.lifeboat.dr.plugins.module_utils.vault_engine import plan_vault_backup, run_vault_backup
+
+
+def argument_spec():
+    """The module's options: store + vault layers and its own."""
+    return merge_specs(store_argument_spec(), vault_argument_spec(), dict(
+        set_type=dict(type="str", default="vault", choices=["vault", "full"]),
+    ))
+
+
+def backup(module):
+    """Check mode: refusals and cluster facts; else one snapshot into a new, published set."""
+    p = module.params
+    keyring = keyring_from_params(p)
+    conn = connect_params(p)
+    if module.check_mode:
+        return dict(changed=True, **plan_vault_backup(conn, keyring))
+    result = run_vault_backup(p["store"], keyring, conn, set_type=p["set_type"], progress=log_progress())
+    return dict(changed=True, **result)
+
+
+def main():
+    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="vault")
+    run_module(module, backup)
+
+
+if __name__ == "__main__":
+    main()
