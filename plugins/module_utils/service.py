@@ -5,8 +5,9 @@
 
 One abstraction, :class:`Service`, with one implementation per *manager*:
 
-* ``lab``     -- ``<python> -m lab service NAME start|stop|status`` run in the
-  Lifeboat repository (the local lab; settings: ``repo_dir``, ``python``, ``env``).
+* ``lab``     -- ``<python> -m lab service NAME start|stop|restart`` and
+  ``<python> -m lab status --json`` run in the Lifeboat repository (the local lab;
+  settings: ``repo_dir``, ``python``, ``env``).
 * ``systemd`` -- ``systemctl start|stop|restart UNIT`` and ``systemctl is-active``
   (settings: ``unit``, ``user``, ``systemctl``).
 * ``docker``  -- a container through the Docker SDK (optional dependency; settings:
@@ -28,6 +29,7 @@ bounded by a deadline, for a service to answer (or stop answering).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -173,7 +175,10 @@ class CommandService(Service):
 
 
 class LabService(CommandService):
-    """A service of the local lab: ``<python> -m lab service NAME start|stop|status``, run in ``repo_dir``."""
+    """A service of the local lab, run in ``repo_dir`` with ``python``:
+    ``-m lab service NAME start|stop|restart``; running = its ``running`` flag in ``-m lab status --json``
+    (``lab service NAME status`` exits 0 whether or not the service runs, so its exit code is not used).
+    """
 
     manager = "lab"
 
@@ -181,8 +186,24 @@ class LabService(CommandService):
                  env: Optional[Mapping[str, str]] = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         py = python or sys.executable
         base = [py, "-m", "lab", "service", name]
-        super().__init__(name, start=base + ["start"], stop=base + ["stop"], status=base + ["status"],
-                         cwd=repo_dir or os.getcwd(), env=env, timeout_s=timeout_s)
+        super().__init__(name, start=base + ["start"], stop=base + ["stop"], restart=base + ["restart"],
+                         status=[py, "-m", "lab", "status", "--json"], cwd=repo_dir or os.getcwd(), env=env,
+                         timeout_s=timeout_s)
+
+    def is_running(self) -> bool:
+        proc = self._run("status", self.status_argv)
+        try:
+            if proc.returncode != 0:
+                raise ValueError(f"exit code {proc.returncode}")
+            rows = json.loads(proc.stdout)
+            row = next((r for r in rows if r.get("service") == self.name), None)
+        except (ValueError, AttributeError, TypeError) as exc:
+            output = (proc.stderr or proc.stdout or "").strip()[-_OUTPUT_TAIL_CHARS:]
+            raise ServiceControlFailed(f"lab status failed ({exc}): {output or '(no output)'}",
+                                       hint=f"run '{' '.join(self.status_argv)}' in {self.cwd}") from exc
+        if row is None:
+            raise NotFound(f"the lab has no service {self.name!r}", hint="see: python -m lab status")
+        return bool(row.get("running"))
 
 
 class SystemdService(CommandService):

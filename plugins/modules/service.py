@@ -38,8 +38,9 @@ options:
   manager:
     description:
       - What controls the service.
-      - C(lab) runs C(<python> -m lab service NAME start|stop|status) in a Lifeboat
-        repository; settings C(repo_dir) (default the current directory), C(python)
+      - C(lab) runs C(<python> -m lab service NAME start|stop|restart) and reads
+        C(<python> -m lab status --json) in a Lifeboat repository; settings
+        C(repo_dir) (default the current directory), C(python)
         (default the interpreter running the module), C(env), C(timeout_s).
       - C(systemd) runs C(systemctl start|stop|restart UNIT) and C(systemctl is-active);
         settings C(unit) (default O(name)), C(user) (bool, C(systemctl --user)),

@@ -74,3 +74,13 @@ def test_a_playbook_on_the_lab_inventory_uses_the_collection(tmp_path):
     run([str(BIN / "ansible-playbook"), "-i", "inventories/lab", "-e", json.dumps(extra),
          str(REPO / "tests" / "integration" / "playbooks" / "collection_smoke.yml")])
     assert (tmp_path / "flag").exists()
+
+
+def test_the_service_module_sees_the_running_lab_in_check_mode(lab_env):
+    """Read-only against the real lab: a running service needs no start; stopping it would change it."""
+    base = [str(BIN / "ansible"), "lab-redis", "-i", "inventories/lab", "-m", "lifeboat.dr.service", "--check"]
+    args = {"name": "redis", "manager": "lab", "settings": {"repo_dir": str(REPO), "python": str(BIN / "python")}}
+    started = run(base + ["-a", json.dumps(dict(args, state="started"))]).stdout
+    stopped = run(base + ["-a", json.dumps(dict(args, state="stopped"))]).stdout
+    assert '"was_running": true' in started and '"changed": false' in started
+    assert '"changed": true' in stopped and '"running": false' in stopped

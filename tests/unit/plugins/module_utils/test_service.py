@@ -24,9 +24,33 @@ def test_lab_service_runs_the_lab_cli_of_the_given_python_in_the_repo_dir():
     s = svc.get_service("lab", "mysql", repo_dir="/repo", python="/repo/.venv/bin/python")
     assert s.start_argv == ["/repo/.venv/bin/python", "-m", "lab", "service", "mysql", "start"]
     assert s.stop_argv == ["/repo/.venv/bin/python", "-m", "lab", "service", "mysql", "stop"]
-    assert s.status_argv == ["/repo/.venv/bin/python", "-m", "lab", "service", "mysql", "status"]
+    assert s.restart_argv == ["/repo/.venv/bin/python", "-m", "lab", "service", "mysql", "restart"]
+    assert s.status_argv == ["/repo/.venv/bin/python", "-m", "lab", "status", "--json"]
     assert s.cwd == "/repo"
     assert s.describe()["manager"] == "lab"
+
+
+def _fake_lab(tmp_path, rows_json, exit_code=0):
+    """A stand-in ``python`` that prints a ``lab status --json`` answer (tests the parsing only)."""
+    fake = tmp_path / "fake-python"
+    fake.write_text(f"#!/bin/sh\ncat <<'END'\n{rows_json}\nEND\nexit {exit_code}\n")
+    fake.chmod(0o755)
+    return str(fake)
+
+
+def test_lab_service_is_running_reads_its_row_of_lab_status(tmp_path):
+    rows = '[{"service": "mysql", "running": false}, {"service": "redis", "running": true}]'
+    python = _fake_lab(tmp_path, rows)
+    assert svc.get_service("lab", "redis", python=python, repo_dir=str(tmp_path)).is_running() is True
+    assert svc.get_service("lab", "mysql", python=python, repo_dir=str(tmp_path)).is_running() is False
+    with pytest.raises(svc.NotFound):
+        svc.get_service("lab", "ldap", python=python, repo_dir=str(tmp_path)).is_running()
+
+
+def test_lab_status_failure_is_reported(tmp_path):
+    python = _fake_lab(tmp_path, "lab: error: state folder missing", exit_code=1)
+    with pytest.raises(svc.ServiceControlFailed, match="state folder missing"):
+        svc.get_service("lab", "mysql", python=python, repo_dir=str(tmp_path)).is_running()
 
 
 def test_lab_service_defaults_to_the_running_interpreter():
