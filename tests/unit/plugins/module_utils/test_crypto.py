@@ -191,3 +191,18 @@ def test_any_truncation_is_detected(data, chunk_size, codec, cut):
         raw = art.path.read_bytes()
         with pytest.raises(TruncatedData):
             read_artifact(art, path=rewrite(art, Path(tmp), raw[:int(len(raw) * cut)]), with_record=False)
+
+
+def test_the_by_hand_decryption_in_docs_format_crypto_md_works(tmp_path, monkeypatch):
+    """docs/format-crypto.md is precise enough for an independent reader: run its snippet."""
+    import re
+
+    import zstandard
+
+    doc = (Path(__file__).resolve().parents[4] / "docs" / "format-crypto.md").read_text()
+    snippet = re.search(r"## 6\..*?```python\n(.*?)```", doc, re.S).group(1)
+    data = b"INSERT INTO t VALUES (1,'x');\n" * 20000
+    art = write_artifact(tmp_path / "dump.sql.zst.enc", data, codec=Codec("zstd"), chunk_size=4096)
+    monkeypatch.chdir(tmp_path)
+    exec(snippet, {"set_id": art.set_id, "path": art.artifact_path, "data_key": art.key})  # noqa: S102
+    assert zstandard.ZstdDecompressor().decompressobj().decompress((tmp_path / "dump.sql.zst").read_bytes()) == data
