@@ -38,7 +38,7 @@ def store_argument_spec() -> dict[str, Any]:
         transit_url=dict(type="str"),
         transit_token=dict(type="str", no_log=True),
         transit_mount=dict(type="str", default="transit"),
-        transit_key=dict(type="str"),
+        transit_key=dict(type="str", no_log=False),
         compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
         compression_level=dict(type="int"),
     )

@@ -138,8 +138,8 @@ def progress_bar(stream=None, width: int = 30) -> ProgressFn:
     def _report(p: Progress) -> None:
         if p.total_bytes:
             frac = min(1.0, p.done_bytes / p.total_bytes)
-            bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-            line = f"\r[{bar}] {frac * 100:5.1f}% {p.describe()}"
+            filled = "#" * int(frac * width) + "-" * (width - int(frac * width))
+            line = f"\r[{filled}] {frac * 100:5.1f}% {p.describe()}"
         else:
             line = f"\r{p.describe()}"
         out.write(line + ("\n" if p.final else ""))
