@@ -666,7 +666,7 @@ def replay(store: Any, keyring: Any, replay_files: list[dict[str, Any]], conn_pa
                 sink.stdin.write(b"SET SESSION sql_log_bin = 0;\n")
             for i, rf in enumerate(replay_files):
                 total += _decode_into(store, keyring, rf, decoder, sink.stdin, databases,
-                                      first=i == 0, last=i == len(replay_files) - 1)
+                                      first=i == 0, keep_gtids=log_replayed)
             sink.stdin.close()
         except BrokenPipeError:
             pass
@@ -704,8 +704,13 @@ def _drain(stream: Any, into: list[bytes]) -> threading.Thread:
 
 
 def _decode_into(store: Any, keyring: Any, rf: dict[str, Any], decoder: str, sink: Any,
-                 databases: Optional[list[str]], first: bool, last: bool) -> int:
-    """Run ``mariadb-binlog -`` on one archived file (fed from the pipeline) into ``sink``."""
+                 databases: Optional[list[str]], first: bool, keep_gtids: bool) -> int:
+    """Run ``mariadb-binlog -`` on one archived file (fed from the pipeline) into ``sink``.
+
+    Without ``keep_gtids`` the decoder's ``SET @@session.gtid_seq_no=N`` lines are dropped
+    (mariadb-binlog has no --skip-gtids): the replay is not binlogged, and with
+    gtid_strict_mode the server refuses to take an older sequence number.
+    """
     argv = [decoder]
     if first and rf["start"] > 4:
         argv.append(f"--start-position={rf['start']}")
@@ -737,9 +742,14 @@ def _decode_into(store: Any, keyring: Any, rf: dict[str, Any], decoder: str, sin
     feeder.start()
     total = 0
     try:
-        for chunk in iter(lambda: proc.stdout.read(1 << 16), b""):
-            sink.write(chunk)
-            total += len(chunk)
+        if keep_gtids:
+            for chunk in iter(lambda: proc.stdout.read(1 << 16), b""):
+                sink.write(chunk)
+                total += len(chunk)
+        else:
+            for line in proc.stdout:
+                if not _GTID_SEQ_LINE.match(line):
+                    sink.write(line)
     except BaseException:
         proc.kill()
         raise
@@ -754,6 +764,9 @@ def _decode_into(store: Any, keyring: Any, rf: dict[str, Any], decoder: str, sin
         raise RestoreFailed(f"{decoder} failed on {rf['file']} (exit {rc}): {text[:800]}",
                             hint="the archived file may be damaged; verify the binlog set " + rf["set_id"])
     return rf["bytes"]
+
+
+_GTID_SEQ_LINE = re.compile(rb"^/\*M!100001 SET @@session\.gtid_seq_no=\d+\*/(/\*!\*/)?;\r?\n?$")
 
 
 def _real_errors(stderr_text: str) -> bool:
