@@ -937,3 +937,103 @@ def _verify_full(backup_set: Any, keyring: Any, meta: dict[str, Any], checks: li
 def verification_json(report: dict[str, Any]) -> str:
     """The report as compact JSON (for logs and the CLI)."""
     return json.dumps(report, sort_keys=True)
+
+
+# =============================================================================================
+# module entry points
+# =============================================================================================
+
+
+def plan_redis_backup(conn: RedisParams, *, mode: str = "network", include_aof: bool = False,
+                      data_dir: Optional[str] = None) -> dict[str, Any]:
+    """Check-mode plan: connect and authenticate, return the server facts and what a backup
+    would store; raise the errors a real run would hit first (bad mode, AOF off, no data dir)."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown Redis backup mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
+    with RedisConnection.connect(conn) as c:
+        facts = server_facts(c)
+        layout = _persistence_layout(c, data_dir) if (mode == "file" or include_aof) else {}
+    if (mode == "file" or include_aof) and not layout.get("dir"):
+        raise ConfigError("the Redis data dir is unknown", hint="set data_dir (CONFIG GET dir is not allowed)")
+    if include_aof and not facts["aof_enabled"]:
+        raise ConfigError(f"include_aof is set but Redis at {conn.endpoint} runs with appendonly no",
+                          hint="drop include_aof, or enable appendonly on the server")
+    artifacts = [f"{COMPONENT}/{RDB_ARTIFACT}"] + ([f"{COMPONENT}/{AOF_ARTIFACT}"] if include_aof else [])
+    return {"server": facts, "mode": mode, "artifacts": artifacts}
+
+
+def run_redis_backup(store_root: str, keyring: Any, conn: RedisParams, *, codec: Any = None, mode: str = "network",
+                     include_aof: bool = False, data_dir: Optional[str] = None, set_type: str = "redis",
+                     quick_verify: bool = True, progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+    """Back up ``conn`` into a new published set of ``set_type`` in the store at ``store_root``."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
+
+    store = Store(store_root)
+    with store.begin_set(set_type, [COMPONENT], keyring, codec=codec, progress=progress) as writer:
+        meta = backup_redis_into(writer, conn, mode=mode, include_aof=include_aof, data_dir=data_dir,
+                                 progress=progress)
+        manifest = writer.publish(quick_verify=quick_verify)
+    return {"set_id": writer.set_id, "path": str(writer.path), "stored_bytes": manifest["totals"]["stored_bytes"],
+            "redis_version": meta["redis_version"], "role": meta["role"], "keyspace": meta["keyspace"],
+            "rdb_keys_per_db": meta["rdb"]["keys_per_db"], "rdb_size": meta["rdb"]["size"],
+            "rdb_last_save_time": meta["rdb_last_save_time"], "aof": meta.get("aof"),
+            "duration_s": meta["duration_s"]}
+
+
+def open_redis_set(store: Any, set_id: Optional[str]) -> Any:
+    """The set ``set_id``, or for ``None``/``'latest'`` the newest set holding ``redis``."""
+    if set_id and set_id != "latest":
+        return store.open_set(set_id)
+    found = store.latest_set(component=COMPONENT)
+    if found is None:
+        raise NotFound(f"no set with a Redis backup in {store.root}", hint="run lifeboat.dr.redis_backup first")
+    return found
+
+
+def discover_layout(conn: RedisParams, data_dir: Optional[str], overrides: dict[str, Optional[str]]) -> dict:
+    """Data dir and file names for a restore: explicit values, else CONFIG GET on the running
+    server (if reachable and allowed), else the Redis defaults. ``dir`` may stay empty."""
+    layout: dict[str, str]
+    try:
+        with RedisConnection.connect(conn) as c:
+            layout = _persistence_layout(c, data_dir)
+    except (ConnectionFailure, RedisCommandError) as err:
+        LOG.info("redis: server not reachable before the restore (%s); using given/default names", err)
+        layout = _persistence_layout(None, data_dir)
+    layout.update({k: v for k, v in overrides.items() if v})
+    return layout
+
+
+def run_redis_restore(store_root: str, keyring: Any, conn: RedisParams, *, service: Any,
+                      set_id: Optional[str] = None, data_dir: Optional[str] = None,
+                      layout_overrides: Optional[dict[str, Optional[str]]] = None, start_timeout_s: float = 300.0,
+                      check_mode: bool = False, progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+    """Open the store and set (``None``/``'latest'`` = newest redis set) and restore it
+    (:func:`restore_redis_from`); in check mode return :func:`plan_restore` instead."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
+
+    backup_set = open_redis_set(Store(store_root), set_id)
+    layout = discover_layout(conn, data_dir, layout_overrides or {})
+    if not layout.get("dir"):
+        raise ConfigError("the Redis data dir is unknown (server down or CONFIG GET not allowed)",
+                          hint="set data_dir to the server's dir")
+    if check_mode:
+        backup_set.data_key(keyring)  # the key ring can open the set
+        return {"changed": True, **plan_restore(backup_set, layout["dir"], layout)}
+    files = {k: v for k, v in layout.items() if k != "dir"}
+    return restore_redis_from(backup_set, keyring, service=service, data_dir=layout["dir"], conn=conn,
+                              layout=files, start_timeout_s=start_timeout_s, progress=progress)
+
+
+def run_redis_verify(store_root: str, keyring: Any, *, set_id: Optional[str] = None, mode: str = "quick",
+                     work_dir: Optional[str] = None, record: bool = True,
+                     progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+    """Verify the Redis part of a set; store the report (``record``) beside the set."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
+
+    store = Store(store_root)
+    backup_set = open_redis_set(store, set_id)
+    report = verify_redis_set(backup_set, keyring, mode=mode, work_dir=work_dir, progress=progress)
+    if record:
+        report["record"] = str(store.record_verification(backup_set.set_id, report))
+    return report
