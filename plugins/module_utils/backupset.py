@@ -497,7 +497,7 @@ class BackupSet:
         self.path = Path(path)
         self.manifest: Manifest = load_manifest(self.path)
         self.set_id: str = self.manifest["id"]
-        self._key_cache: tuple[int, bytes] | None = None
+        self._key_cache: tuple[Any, bytes] | None = None
 
     @property
     def type(self) -> str:
@@ -535,11 +535,11 @@ class BackupSet:
         Raises :class:`KeyUnavailable` / :class:`WrongKey` (from the keyring) or
         :class:`TamperedData` (manifest modified). Cached per keyring object.
         """
-        if self._key_cache and self._key_cache[0] == id(keyring):
+        if self._key_cache and self._key_cache[0] is keyring:
             return self._key_cache[1]
         key = keyring.unwrap(self.manifest["encryption"]["data_key_wraps"])
         check_manifest_mac(self.manifest, key)
-        self._key_cache = (id(keyring), key)
+        self._key_cache = (keyring, key)
         return key
 
     def open_artifact(self, component: str, name: str, keyring: Any, progress: Optional[ProgressFn] = None):
@@ -620,7 +620,7 @@ class _RecordingWriter:
         try:
             record = self._inner.close()
         except BaseException:
-            self._owner._forget_writer(self)
+            self._owner._forget_writer(self, failed=True)
             raise
         self.record = self._owner._artifact_closed(self, record)
         return dict(self.record)
@@ -697,6 +697,7 @@ class SetWriter:
         self._progress = progress
         self._mutex = threading.RLock()
         self._open: list[_RecordingWriter] = []
+        self._failed: list[str] = []
         self._state: dict[str, Any] = {"artifacts": [], "files": [], "sources": [], "metadata": {}}
         self._state_lock = locks.acquire_file(self._state_dir / f"writer-{self.state_name}.lock", None,
                                               what=f"the {self.state_name} writer of set {self.set_id}")
@@ -782,10 +783,12 @@ class SetWriter:
             self._open.append(writer)
             return writer
 
-    def _forget_writer(self, writer: _RecordingWriter) -> None:
+    def _forget_writer(self, writer: _RecordingWriter, failed: bool = False) -> None:
         with self._mutex:
             if writer in self._open:
                 self._open.remove(writer)
+            if failed:
+                self._failed.append(writer.artifact_path)
 
     def _artifact_closed(self, writer: _RecordingWriter, record: dict[str, Any]) -> dict[str, Any]:
         if writer.dest.exists():
@@ -840,6 +843,9 @@ class SetWriter:
         write_file_atomic(self._state_file, _json_bytes(state))
 
     def _check_no_open(self, action: str) -> None:
+        if self._failed:
+            raise BackupFailed(f"backup set {self.set_id}: artifact(s) {', '.join(self._failed)} failed while "
+                               "being finished; the set cannot be completed", hint="abort it and back up again")
         if self._open:
             names = ", ".join(w.artifact_path for w in self._open)
             raise BackupFailed(f"backup set {self.set_id}: artifact(s) {names} were never closed",
@@ -1162,7 +1168,7 @@ class Store:
             info = {"set_id": set_id, "type": set_type, "components": list(components), "parent": parent,
                     "codec": codec.to_manifest() if codec is not None else None, "data_key_wraps": wraps,
                     "started": format_time(utc_now()), "created_on": socket.gethostname(), "owner": owner,
-                    "lease_s": lease_s, "lock_kind": held.kind if held is not None else None}
+                    "lease_s": lease_s, "lock_kind": held.kind if owns and held is not None else None}
             self._create_partial(info)
             writer = SetWriter(self, info, data_key, component=None, set_lock=set_lock, writer_lock=held,
                                owns_lock=owns, created=True, progress=progress)
@@ -1298,7 +1304,7 @@ class Store:
                 state = _read_json(entry / STATE_DIR / SET_STATE_FILE) or {}
                 if state.get("parent") == parent:
                     infos.append(self._partial_info(entry, state, parent))
-        return sorted(infos, key=lambda i: (i.start or "", i.set_id))
+        return sorted(infos, key=_catalog_order)
 
     def _complete_info(self, path: Path, manifest: Manifest, parent: Optional[str]) -> SetInfo:
         status, mode = verification_status(self.verifications(manifest["id"]))
@@ -1409,6 +1415,11 @@ class Store:
             self._end_lease(info, folder.name)
         log.info("partial set %s: removed (no writer, no lease)", folder.name)
         return True
+
+
+def _catalog_order(info: SetInfo) -> tuple[datetime, str]:
+    """Sort key: manifest start time (parsed, so any fraction compares right), then id."""
+    return (parse_time(info.start) if info.start else parse_set_id(info.set_id)[1], info.set_id)
 
 
 def _newest_mtime(folder: Path) -> float:

@@ -254,8 +254,8 @@ def refresh_lease(lock_dir: Path, kind: str, set_id: str, lease_s: float) -> boo
         if record.get("set_id") != set_id or not record.get("detached"):
             return False
         record["lease_until"] = lease_until_iso(lease_s)
-        held.record = record
-        _write_record(held._fd, record)  # type: ignore[arg-type]
+        held.update(**record)
+        held.release(keep_record=True)
         return True
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
 from ansible_collections.lifeboat.dr.plugins.module_utils import keys
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
 from ansible_collections.lifeboat.dr.plugins.module_utils import keys
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import LockHeld

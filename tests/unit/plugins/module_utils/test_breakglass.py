@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
 from ansible_collections.lifeboat.dr.plugins.module_utils import keys
 
