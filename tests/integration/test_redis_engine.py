@@ -8,6 +8,7 @@ failed AUTH).
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import keys, rdb
 from ansible_collections.lifeboat.dr.plugins.module_utils import redis_engine as engine
 from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
@@ -351,3 +353,56 @@ def test_crafted_files_with_valid_checksums_get_the_same_verdict(tmp_path, name,
 def test_check_rdb_binary_is_the_one_from_redis_server():
     out = subprocess.run([engine.find_redis_binary("redis-check-rdb"), "--version"], capture_output=True, check=False)
     assert b"7." in out.stdout + out.stderr
+
+
+# --------------------------------------------------------------------------------------------- the lab manager
+
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+
+
+def _lab_cmd(state_dir: Path, *args: str, port_base: int | None = None) -> str:
+    env = {**os.environ, "LAB_STATE_DIR": str(state_dir)}
+    if port_base is not None:
+        env["LAB_PORT_BASE"] = str(port_base)
+    out = subprocess.run([str(REPO_DIR / ".venv" / "bin" / "python"), "-m", "lab", *args], cwd=REPO_DIR, env=env,
+                         capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout
+
+
+@pytest.fixture
+def private_lab_redis(tmp_path):
+    """A second, private lab Redis (own state folder and port; the lab's redis.conf: appendonly yes,
+    ACL user lifeboat), controlled through service.get_service("lab", "redis", ...)."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.service import get_service
+
+    state = tmp_path / "lab"
+    offset = engine.free_port() - 16379
+    _lab_cmd(state, "service", "redis", "start", port_base=offset)
+    env = dict(line[len("export "):].split("=", 1) for line in _lab_cmd(state, "env").splitlines()
+               if line.startswith("export "))
+    env = {k: v.strip("'\"") for k, v in env.items()}
+    service = get_service("lab", "redis", repo_dir=str(REPO_DIR), env={"LAB_STATE_DIR": str(state)})
+    try:
+        yield env, service
+    finally:
+        _lab_cmd(state, "service", "redis", "stop")
+
+
+def test_restore_through_the_lab_service_manager(private_lab_redis, store, ring):
+    env, service = private_lab_redis
+    admin = redis.Redis(port=int(env["LAB_REDIS_PORT"]), password=env["LAB_REDIS_PASSWORD"], socket_timeout=10)
+    admin.set("before", "1")
+    redis.Redis(port=int(env["LAB_REDIS_PORT"]), password=env["LAB_REDIS_PASSWORD"], db=3).hset("h", "f", "v")
+    params = lab_params(env)
+    set_id = network_backup(store, ring, params)
+    admin.set("after", "2")
+    admin.delete("before")
+
+    summary = engine.run_redis_restore(str(store.root), ring, params, service=service, set_id=set_id)
+
+    assert service.is_running()
+    assert admin.get("before") == b"1" and admin.get("after") is None
+    assert summary["keys_per_db"] == {"0": 1, "3": 1}
+    assert summary["data_dir"] == env["LAB_REDIS_DIR"]
+    assert Path(summary["previous_data"]).name.startswith("redis.lbprev-")
