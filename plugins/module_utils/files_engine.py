@@ -190,29 +190,50 @@ def _scan_dir(root: Path, prefix: str, path_filter: PathFilter) -> Iterator[tupl
 
 # ----------------------------------------------------------------------------- tar writing
 
-class _CoalescingWriter:
-    """Buffers small writes into ~1 MiB pieces for the artifact writer; big ones pass through."""
+class _BlockAssembler:
+    """Assembles the tar stream in aligned ``size``-byte blocks handed to ``out`` as ``bytes``.
+
+    File content is read straight into the block buffer (:meth:`fill_from`), so each
+    byte is copied once from the kernel and once into the ``bytes`` handed on; the
+    pipeline takes whole aligned blocks without re-buffering them.
+    """
 
     def __init__(self, out: BinaryIO, size: int = CHUNK) -> None:
         self.out = out
         self.size = size
-        self.buf = bytearray()
-        self.written = 0
+        self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
+        self.pos = 0
 
     def write(self, data: bytes) -> None:
-        self.written += len(data)
-        if len(data) >= self.size:
-            self.flush()
-            self.out.write(data)
-            return
-        self.buf += data
-        if len(self.buf) >= self.size:
-            self.flush()
+        """Append small data (headers, padding)."""
+        mv = memoryview(data)
+        while len(mv):
+            n = min(len(mv), self.size - self.pos)
+            self.view[self.pos:self.pos + n] = mv[:n]
+            self.pos += n
+            mv = mv[n:]
+            if self.pos == self.size:
+                self._emit()
+
+    def fill_from(self, src: Any, limit: int, digest: Any) -> int:
+        """Read at most ``limit`` bytes of ``src`` into the buffer, hashing them; 0 at EOF."""
+        n = src.readinto(self.view[self.pos:self.pos + min(limit, self.size - self.pos)])
+        if n:
+            digest.update(self.view[self.pos:self.pos + n])
+            self.pos += n
+            if self.pos == self.size:
+                self._emit()
+        return n or 0
+
+    def _emit(self) -> None:
+        self.out.write(bytes(self.buf))
+        self.pos = 0
 
     def flush(self) -> None:
-        if self.buf:
-            self.out.write(bytes(self.buf))
-            self.buf.clear()
+        if self.pos:
+            self.out.write(bytes(self.view[:self.pos]))
+            self.pos = 0
 
 
 def _tarinfo(rel: str, st: os.stat_result) -> tarfile.TarInfo:
@@ -240,7 +261,7 @@ class TarStreamWriter:
     """
 
     def __init__(self, out: BinaryIO, meter: Optional[ProgressMeter] = None) -> None:
-        self.out = _CoalescingWriter(out)
+        self.out = _BlockAssembler(out)
         self.meter = meter
         self.read_bytes = 0
 
@@ -281,16 +302,17 @@ class TarStreamWriter:
             short = False
             while remaining > 0:
                 try:
-                    data = src.read(min(CHUNK, remaining))
+                    n = self.out.fill_from(src, remaining, digest)
                 except OSError as err:
                     raise _walk_error(path, err) from err
-                if not data:
+                if not n:
                     short = True
-                    data = b"\0" * remaining
-                digest.update(data)
-                self.out.write(data)
-                remaining -= len(data)
-                self.read_bytes += len(data)
+                    zeros = b"\0" * remaining
+                    digest.update(zeros)
+                    self.out.write(zeros)
+                    n = remaining
+                remaining -= n
+                self.read_bytes += n
                 if self.meter:
                     self.meter.update(self.read_bytes)
             pad = -st.st_size % BLOCK

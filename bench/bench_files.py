@@ -1,0 +1,141 @@
+"""Benchmark: Lifeboat files backup against ``tar -c | zstd -3``, side by side in one run.
+
+    python -m bench.bench_files --size 200 --runs 3
+
+Input: a generated tree of ``--size`` MB under a temp dir: many small text-like files
+(1-64 KiB, compressible, in nested folders) making ~30 % of the bytes, and a few large
+files (half random, half repetitive text) making the rest. Written once, then read
+from the page cache by every run (both sides see the same warm cache).
+
+Compared, median of ``--runs`` (wall time):
+
+* ``tar -cf - -C tree . | zstd -3 -T1 -q -o out`` (two processes: reading and compressing overlap);
+* ``files_engine.run_files_backup`` into a fresh store: walk + pax tar + per-file SHA-256 +
+  zstd 3 + AES-256-GCM + SHA-256 of plaintext and stored bytes, publish without the
+  read-back check (``quick_verify=False``; that check is an extra read, reported separately).
+
+``ratio`` = tar_zstd_time / lifeboat_time (>= 0.9 is the goal: Lifeboat at least 0.9x as fast).
+Results: a table on stdout and JSON in ``bench/results/files.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from ansible_collections.lifeboat.dr.plugins.module_utils import files_engine as fe
+from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
+from ansible_collections.lifeboat.dr.plugins.module_utils.keys import FileKEK, KeyRing, create_key_file
+
+MB = 1 << 20
+RESULTS = Path(__file__).resolve().parent / "results" / "files.json"
+WORDS = ("order invoice customer shipped storage upload thumbnail session cache config release error warning "
+         "info debug request response latency user account payment refund avatar report export").split()
+
+
+def text_bytes(rnd: random.Random, n: int) -> bytes:
+    out = []
+    size = 0
+    while size < n:
+        line = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(6, 14))) + f" {rnd.randint(0, 10**6)}\n"
+        out.append(line)
+        size += len(line)
+    return "".join(out).encode()[:n]
+
+
+def make_tree(root: Path, size_mb: int, seed: int = 7) -> dict:
+    """Create the tree (deterministic); return counts."""
+    rnd = random.Random(seed)
+    total = size_mb * MB
+    small_budget = int(total * 0.3)
+    files = 0
+    done = 0
+    while done < small_budget:
+        folder = root / f"d{rnd.randint(0, 19):02d}" / f"s{rnd.randint(0, 9)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        n = rnd.randint(1024, 64 * 1024)
+        (folder / f"f{files:06d}.txt").write_bytes(text_bytes(rnd, n))
+        files += 1
+        done += n
+    big_dir = root / "big"
+    big_dir.mkdir(exist_ok=True)
+    left = total - done
+    i = 0
+    while left > 0:
+        n = min(left, rnd.randint(5, 20) * MB)
+        with open(big_dir / f"blob{i:02d}.bin", "wb") as f:
+            f.write(os.urandom(n // 2))
+            f.write(text_bytes(rnd, n - n // 2))
+        left -= n
+        files += 1
+        i += 1
+    return {"files": files, "bytes": total}
+
+
+def run_tar_zstd(tree: Path, out: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(f"tar -cf - -C '{tree}' . | zstd -3 -T1 -q -f -o '{out}'", shell=True, check=True)
+    return time.perf_counter() - start
+
+
+def run_lifeboat(tree: Path, store: Path, keyring: KeyRing) -> tuple[float, int]:
+    shutil.rmtree(store, ignore_errors=True)
+    start = time.perf_counter()
+    result = fe.run_files_backup(str(store), keyring, {"tree": str(tree)}, codec=Codec("zstd", 3),
+                                 quick_verify=False)
+    return time.perf_counter() - start, result["stored_bytes"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", type=int, default=200, help="tree size in MB (default 200)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per side; the median is reported")
+    ap.add_argument("--workdir", default=None, help="where to build the tree (default: a temp dir)")
+    args = ap.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="lb-bench-files-"))
+    tree, store, out = work / "tree", work / "store", work / "out.tar.zst"
+    try:
+        if not tree.exists():
+            tree.mkdir(parents=True)
+            counts = make_tree(tree, args.size)
+        else:
+            counts = {"files": sum(len(f) for _, _, f in os.walk(tree)), "bytes": args.size * MB}
+        create_key_file(work / "kek.key") if not (work / "kek.key").exists() else None
+        keyring = KeyRing(FileKEK.load(work / "kek.key"))
+        run_tar_zstd(tree, out)  # warm the page cache
+        tar_times, lb_times, stored = [], [], 0
+        for _ in range(args.runs):
+            tar_times.append(run_tar_zstd(tree, out))
+            elapsed, stored = run_lifeboat(tree, store, keyring)
+            lb_times.append(elapsed)
+        tar_med, lb_med = statistics.median(tar_times), statistics.median(lb_times)
+        result = {
+            "size_mb": args.size, "files": counts["files"], "runs": args.runs, "cpus": os.cpu_count(),
+            "tar_zstd_s": round(tar_med, 3), "lifeboat_s": round(lb_med, 3),
+            "tar_zstd_mb_s": round(args.size / tar_med, 1), "lifeboat_mb_s": round(args.size / lb_med, 1),
+            "ratio": round(tar_med / lb_med, 3), "goal": 0.9,
+            "tar_zstd_bytes": out.stat().st_size, "lifeboat_stored_bytes": stored,
+            "tar_zstd_all_s": [round(t, 3) for t in tar_times], "lifeboat_all_s": [round(t, 3) for t in lb_times],
+        }
+        print(f"files bench, {args.size} MB, {counts['files']} files, median of {args.runs}:")
+        print(f"  tar | zstd -3 : {tar_med:7.2f} s  {result['tar_zstd_mb_s']:7.1f} MB/s  {result['tar_zstd_bytes']} B")
+        print(f"  lifeboat      : {lb_med:7.2f} s  {result['lifeboat_mb_s']:7.1f} MB/s  {stored} B")
+        print(f"  ratio (tar/lifeboat time): {result['ratio']:.2f}  (goal >= 0.9)")
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
