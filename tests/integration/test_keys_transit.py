@@ -6,6 +6,7 @@ import base64
 import os
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     AuthenticationFailed,
     ConnectionFailure,

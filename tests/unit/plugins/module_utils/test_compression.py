@@ -8,10 +8,11 @@ import os
 
 import pytest
 import zstandard
-from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError, FormatError, TamperedData
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
+from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError, FormatError, TamperedData
 
 
 def compress_all(codec: Codec, data: bytes, piece: int = 1000) -> bytes:

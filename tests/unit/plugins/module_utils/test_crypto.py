@@ -7,6 +7,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pipeline_test_helpers import read_artifact, split_records, write_artifact
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import crypto
 from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
@@ -18,9 +22,6 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     UnknownFormatVersion,
     WrongKey,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from pipeline_test_helpers import read_artifact, split_records, write_artifact
 
 CHUNK = 64
 DATA = bytes(range(256)) * 2 + b"tail"  # 516 bytes -> 9 chunks of 64 with codec none (8 full + final of 4)

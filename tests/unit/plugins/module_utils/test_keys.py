@@ -8,6 +8,7 @@ import os
 import stat
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     ConfigError,
     InsecureKeyFile,

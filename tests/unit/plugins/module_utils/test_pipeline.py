@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pipeline_test_helpers import ARTIFACT, SET_ID, read_artifact, write_artifact
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import crypto
 from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError, TamperedData
@@ -22,9 +26,6 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.pipeline import (
     open_artifact_writer,
     verify_artifact,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from pipeline_test_helpers import ARTIFACT, SET_ID, read_artifact, write_artifact
 
 CODECS = [Codec("none"), Codec("gzip", 1), Codec("zstd", 1), Codec("zstd", 3, threads=2)]
 
