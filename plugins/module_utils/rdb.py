@@ -329,7 +329,15 @@ class _Source:
         self.crc = 0
         self.crc_pos = 0  # position in buf up to which crc is computed
         self.crc_on = True
+        self.crc_pending = b""  # bytes consumed but not yet hashed (keeps the fast path block-aligned)
         self.eof = False
+
+    def _hash(self, view) -> None:
+        data = self.crc_pending + bytes(view) if self.crc_pending else bytes(view)
+        aligned = len(data) - len(data) % _NP_MIN if HAS_NUMPY else len(data)
+        if aligned:
+            self.crc = crc64(self.crc, memoryview(data)[:aligned])
+        self.crc_pending = data[aligned:]
 
     @property
     def offset(self) -> int:
@@ -338,7 +346,7 @@ class _Source:
     def _fill(self, need: int) -> None:
         """Make ``need`` bytes available at ``pos``; raise _Truncated if the stream ends first."""
         if self.crc_on:
-            self.crc = crc64(self.crc, memoryview(self.buf)[self.crc_pos:self.pos])
+            self._hash(memoryview(self.buf)[self.crc_pos:self.pos])
         rest = self.buf[self.pos:]
         self.base += self.pos
         parts = [rest]
@@ -386,7 +394,8 @@ class _Source:
 
     def stop_crc(self) -> int:
         """Finish the CRC at the current offset and return it."""
-        self.crc = crc64(self.crc, memoryview(self.buf)[self.crc_pos:self.pos])
+        self.crc = crc64(self.crc, self.crc_pending + bytes(memoryview(self.buf)[self.crc_pos:self.pos]))
+        self.crc_pending = b""
         self.crc_pos = self.pos
         self.crc_on = False
         return self.crc

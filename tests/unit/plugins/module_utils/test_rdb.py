@@ -11,6 +11,7 @@ import os
 import struct
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import rdb
 
 
@@ -178,3 +179,15 @@ def test_functions_are_counted_and_prerelease_format_rejected():
     report = check(finish(body))
     assert report.ok and report.functions == 1
     assert "pre-release function" in check(finish(b"REDIS0010\xf6" + enc_str(b"x"))).error
+
+
+@pytest.mark.parametrize("chunk", [7, 65537, 100_003, 1 << 20])
+def test_large_values_checksum_the_same_whatever_the_chunking(chunk):
+    big = os.urandom(300_001)
+    body = b"REDIS0010\xfe\x00" + b"\x00" + enc_str(b"big") + enc_str(big) + b"\x00" + enc_str(b"k") + enc_str(b"v")
+    report = check(finish(body), chunk_size=chunk)
+    assert report.ok, report.error
+    assert report.keys_per_db == {0: 2}
+    damaged = bytearray(finish(body))
+    damaged[200_000] ^= 1
+    assert "CRC64 mismatch" in check(bytes(damaged), chunk_size=chunk).error
