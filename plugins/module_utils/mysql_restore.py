@@ -76,6 +76,7 @@ class TablePlan:
     target_db: str
     target_table: str
     staging_db: str
+    deferred_keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -296,6 +297,13 @@ def _translate(err: BaseException, doing: str) -> LifeboatError:
     return RestoreFailed(f"{doing} failed: {type(err).__name__}: {err}")
 
 
+def artifact_sizes(backup_set: Any) -> dict[str, int]:
+    """artifact name -> plaintext bytes (from the manifest)."""
+    if not hasattr(backup_set, "artifacts"):
+        return {}
+    return {r["name"]: int(r.get("plaintext_size", 0)) for r in backup_set.artifacts(mb.COMPONENT)}
+
+
 @dataclass
 class _LoadState:
     queue: list[TablePlan]
@@ -309,8 +317,7 @@ def load_and_verify(backup_set: Any, keyring: Any, params: my.ConnParams, flavor
                     plans: list[TablePlan], parallel: int, write_binlog: bool,
                     progress: Optional[ProgressFn]) -> dict[str, dict]:
     """Load every table into staging and verify it; ``parallel`` connections, biggest tables first."""
-    sizes = {r["name"]: r.get("plaintext_size", 0) for r in backup_set.artifacts(mb.COMPONENT)} \
-        if hasattr(backup_set, "artifacts") else {}
+    sizes = artifact_sizes(backup_set)
     state = _LoadState(queue=sorted(plans, key=lambda p: -sizes.get(p.artifact, 0)))
     meter = ProgressMeter("mysql restore", progress, sum(sizes.get(p.artifact, 0) for p in plans) or None)
     n = max(1, min(parallel, len(plans)))
@@ -347,6 +354,10 @@ def _load_worker(backup_set: Any, keyring: Any, conn: Any, state: _LoadState, me
         try:
             with backup_set.open_artifact(mb.COMPONENT, plan.artifact, keyring) as reader:
                 load_table(conn, plan, reader, add)
+            if plan.deferred_keys:  # sorted index build after the load: much faster than row by row
+                my.execute(conn, f"ALTER TABLE {my.qualified(plan.staging_db, plan.spec.table)} "
+                           + ", ".join("ADD " + k for k in plan.deferred_keys),
+                           doing=f"building the secondary indexes of {plan.spec.key}")
             result = verify_table(conn, plan)
             with state.lock:
                 state.results[plan.spec.key] = result
@@ -376,7 +387,30 @@ def strip_foreign_keys(create_table: str) -> str:
     return "\n".join(kept)
 
 
-def create_staging(control: Any, plan: RestorePlan) -> None:
+DEFER_INDEX_BYTES = 4 << 20  # tables whose data artifact is bigger get secondary indexes after the load
+_KEY_LINE = re.compile(r"^\s*(UNIQUE )?KEY `(?:[^`]|``)+` \(.*\),?$")
+
+
+def split_secondary_keys(create_table: str) -> tuple[str, list[str]]:
+    """(DDL without plain/UNIQUE secondary keys, the key definitions) for building them after the load.
+
+    Tables with FOREIGN KEYs (which need their indexes) and FULLTEXT/SPATIAL keys are left whole.
+    """
+    lines = create_table.split("\n")
+    if any("FOREIGN KEY" in line for line in lines):
+        return create_table, []
+    keys = [line.strip().rstrip(",") for line in lines if _KEY_LINE.match(line)]
+    if not keys:
+        return create_table, []
+    kept = [line for line in lines if not _KEY_LINE.match(line)]
+    for i in range(len(kept) - 1, 0, -1):
+        if kept[i].startswith(")"):
+            kept[i - 1] = kept[i - 1].rstrip().rstrip(",")
+            break
+    return "\n".join(kept), keys
+
+
+def create_staging(control: Any, plan: RestorePlan, sizes: Optional[dict[str, int]] = None) -> None:
     """Drop leftovers of earlier runs, create staging schemas and (empty) tables."""
     db_stmt = {h["db"]: s for h, s in plan.schema if h["kind"] == "database"}
     table_stmt = {(h["db"], h["name"]): s for h, s in plan.schema if h["kind"] == "table"}
@@ -389,6 +423,8 @@ def create_staging(control: Any, plan: RestorePlan) -> None:
         ddl = table_stmt[(t.spec.db, t.spec.table)]
         if plan.mode == "side_by_side":
             ddl = strip_foreign_keys(ddl)
+        if (sizes or {}).get(t.artifact, 0) > DEFER_INDEX_BYTES:
+            ddl, t.deferred_keys = split_secondary_keys(ddl)
         my.execute(control, f"USE {my.quote_ident(t.staging_db)}")
         my.execute(control, ddl, doing=f"creating {t.staging_db}.{t.spec.table}")
 
@@ -682,7 +718,7 @@ def restore_mysql_from(backup_set: Any, keyring: Any, params: my.ConnParams, *,
             restore_users(params, flavor, _users_sql(backup_set, keyring, meta), write_binlog)
         if mode == "side_by_side":
             check_side_by_side_targets(control, plan)
-        create_staging(control, plan)
+        create_staging(control, plan, artifact_sizes(backup_set))
         try:
             result["verified"] = load_and_verify(backup_set, keyring, params, flavor, plan.tables, parallel,
                                                  write_binlog, progress)

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import backupset, keys
 from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
 from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_backup as mb

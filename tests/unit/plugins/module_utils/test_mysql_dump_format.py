@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_backup as mb
 from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_restore as mr
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError, NotFound, RestoreFailed
@@ -155,3 +156,14 @@ def test_dump_tool_errors_map_to_the_error_hierarchy():
     assert type(err).__name__ == "PermissionDenied"
     err = mb.tool_failure("dumping", "mariadb-dump", 7, "mariadb-dump: unknown variable 'x'")
     assert type(err).__name__ == "BackupFailed" and "exit 7" in str(err)
+
+
+def test_secondary_keys_are_deferred_only_for_tables_without_foreign_keys():
+    ddl = ("CREATE TABLE `c` (\n  `id` int NOT NULL,\n  `e` varchar(9),\n  PRIMARY KEY (`id`),\n"
+           "  UNIQUE KEY `e` (`e`),\n  KEY `ie` (`e`,`id`)\n) ENGINE=InnoDB")
+    bare, keys = mr.split_secondary_keys(ddl)
+    assert keys == ["UNIQUE KEY `e` (`e`)", "KEY `ie` (`e`,`id`)"]
+    assert bare == "CREATE TABLE `c` (\n  `id` int NOT NULL,\n  `e` varchar(9),\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB"
+    with_fk = ddl.replace("KEY `ie` (`e`,`id`)",
+                          "KEY `ie` (`e`,`id`),\n  CONSTRAINT `f` FOREIGN KEY (`e`) REFERENCES `x` (`e`)")
+    assert mr.split_secondary_keys(with_fk) == (with_fk, [])

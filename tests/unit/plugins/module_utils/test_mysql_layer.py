@@ -6,6 +6,7 @@ import os
 import stat
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     AuthenticationFailed,
