@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import files_engine as fe
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     ConfigError,

@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import files_engine as fe
 from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import NotFound, RestoreFailed
