@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import vault_engine as ve
 from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError

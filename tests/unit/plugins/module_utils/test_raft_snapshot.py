@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import vault_engine as ve
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     ConfigError,
