@@ -52,6 +52,13 @@ options:
     type: str
     default: app
     choices: [app, full]
+  set_id:
+    description:
+      - Write the component into this open multi-component set (opened by M(lifeboat.dr.backup_set))
+        instead of creating and publishing a set of its own; M(lifeboat.dr.backup_set) publishes it.
+      - Connection-level failures are retried (3 attempts, exponential backoff); the component's
+        earlier files are discarded first.
+    type: str
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -107,6 +114,7 @@ stored_bytes:
   type: int
 '''
 
+from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
     merge_specs,
@@ -114,11 +122,14 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     store_argument_spec,
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.files_engine import (
+    backup_files_into,
     codec_from_params,
     keyring_from_params,
     plan_files_backup,
+    resolve_parent,
     run_files_backup,
 )
+from ansible_collections.lifeboat.dr.plugins.module_utils.orchestrate import write_component
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
 
 
@@ -130,6 +141,7 @@ def argument_spec():
         exclude=dict(type="list", elements="str"),
         incremental_from=dict(type="str"),
         set_type=dict(type="str", default="app", choices=["app", "full"]),
+        set_id=dict(type="str"),
     ))
 
 
@@ -139,6 +151,12 @@ def backup(module):
     paths = {str(k): str(v) for k, v in p["paths"].items()}
     if module.check_mode:
         return dict(changed=True, **plan_files_backup(paths, include=p["include"], exclude=p["exclude"]))
+    if p["set_id"]:
+        result = write_component(p["store"], p["set_id"], "app", keyring_from_params(p), lambda writer: (
+            backup_files_into(writer, paths, include=p["include"], exclude=p["exclude"],
+                              parent=resolve_parent(Store(p["store"]), p["incremental_from"]),
+                              progress=log_progress())))
+        return dict(changed=True, **result)
     result = run_files_backup(p["store"], keyring_from_params(p), paths, include=p["include"], exclude=p["exclude"],
                               incremental_from=p["incremental_from"], codec=codec_from_params(p),
                               set_type=p["set_type"], progress=log_progress())

@@ -55,6 +55,13 @@ options:
     type: str
     default: mysql
     choices: [mysql, full]
+  set_id:
+    description:
+      - Write the component into this open multi-component set (opened by M(lifeboat.dr.backup_set))
+        instead of creating and publishing a set of its own; M(lifeboat.dr.backup_set) publishes it.
+      - Connection-level failures are retried (3 attempts, exponential backoff); the component's
+        earlier files are discarded first.
+    type: str
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -155,11 +162,13 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.mysql import ConnParams
 from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_backup import (
+    backup_mysql_into,
     codec_from_params,
     keyring_from_params,
     plan_backup,
     run_backup,
 )
+from ansible_collections.lifeboat.dr.plugins.module_utils.orchestrate import write_component
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
 
 
@@ -170,6 +179,7 @@ def argument_spec():
         parallel=dict(type="int", default=2),
         include_users=dict(type="bool", default=True),
         set_type=dict(type="str", default="mysql", choices=["mysql", "full"]),
+        set_id=dict(type="str"),
     ))
 
 
@@ -180,6 +190,12 @@ def backup(module):
     if module.check_mode:
         plan = plan_backup(conn, p["databases"])
         return dict(changed=True, **plan)
+    if p["set_id"]:
+        keyring = keyring_from_params(p)
+        result = write_component(p["store"], p["set_id"], "mysql", keyring, lambda writer: backup_mysql_into(
+            writer, conn, databases=p["databases"], parallel=p["parallel"], include_users=p["include_users"],
+            progress=log_progress()))
+        return dict(changed=True, **result)
     result = run_backup(p["store"], keyring_from_params(p), conn, codec=codec_from_params(p),
                         databases=p["databases"], parallel=p["parallel"], include_users=p["include_users"],
                         set_type=p["set_type"], progress=log_progress())

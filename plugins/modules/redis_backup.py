@@ -55,6 +55,13 @@ options:
     type: str
     default: redis
     choices: [redis, full]
+  set_id:
+    description:
+      - Write the component into this open multi-component set (opened by M(lifeboat.dr.backup_set))
+        instead of creating and publishing a set of its own; M(lifeboat.dr.backup_set) publishes it.
+      - Connection-level failures are retried (3 attempts, exponential backoff); the component's
+        earlier files are discarded first.
+    type: str
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -152,9 +159,14 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     store_argument_spec,
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.files_engine import codec_from_params, keyring_from_params
+from ansible_collections.lifeboat.dr.plugins.module_utils.orchestrate import write_component
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
 from ansible_collections.lifeboat.dr.plugins.module_utils.redis_conn import RedisParams
-from ansible_collections.lifeboat.dr.plugins.module_utils.redis_engine import plan_redis_backup, run_redis_backup
+from ansible_collections.lifeboat.dr.plugins.module_utils.redis_engine import (
+    backup_redis_into,
+    plan_redis_backup,
+    run_redis_backup,
+)
 
 
 def argument_spec():
@@ -164,6 +176,7 @@ def argument_spec():
         include_aof=dict(type="bool", default=False),
         data_dir=dict(type="path"),
         set_type=dict(type="str", default="redis", choices=["redis", "full"]),
+        set_id=dict(type="str"),
     ))
 
 
@@ -175,6 +188,11 @@ def backup(module):
     if module.check_mode:
         return dict(changed=True, **plan_redis_backup(conn, mode=p["mode"], include_aof=p["include_aof"],
                                                       data_dir=p["data_dir"]))
+    if p["set_id"]:
+        result = write_component(p["store"], p["set_id"], "redis", keyring, lambda writer: backup_redis_into(
+            writer, conn, mode=p["mode"], include_aof=p["include_aof"], data_dir=p["data_dir"],
+            progress=log_progress()))
+        return dict(changed=True, **result)
     result = run_redis_backup(p["store"], keyring, conn, codec=codec_from_params(p), mode=p["mode"],
                               include_aof=p["include_aof"], data_dir=p["data_dir"], set_type=p["set_type"],
                               progress=log_progress())

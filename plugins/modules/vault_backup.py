@@ -31,6 +31,13 @@ options:
     type: str
     default: vault
     choices: [vault, full]
+  set_id:
+    description:
+      - Write the component into this open multi-component set (opened by M(lifeboat.dr.backup_set))
+        instead of creating and publishing a set of its own; M(lifeboat.dr.backup_set) publishes it.
+      - Connection-level failures are retried (3 attempts, exponential backoff); the component's
+        earlier files are discarded first.
+    type: str
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -108,15 +115,21 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     vault_argument_spec,
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.files_engine import keyring_from_params
+from ansible_collections.lifeboat.dr.plugins.module_utils.orchestrate import write_component
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
 from ansible_collections.lifeboat.dr.plugins.module_utils.vault_conn import connect_params
-from ansible_collections.lifeboat.dr.plugins.module_utils.vault_engine import plan_vault_backup, run_vault_backup
+from ansible_collections.lifeboat.dr.plugins.module_utils.vault_engine import (
+    backup_vault_into,
+    plan_vault_backup,
+    run_vault_backup,
+)
 
 
 def argument_spec():
     """The module's options: store + vault layers and its own."""
     return merge_specs(store_argument_spec(), vault_argument_spec(), dict(
         set_type=dict(type="str", default="vault", choices=["vault", "full"]),
+        set_id=dict(type="str"),
     ))
 
 
@@ -127,6 +140,10 @@ def backup(module):
     conn = connect_params(p)
     if module.check_mode:
         return dict(changed=True, **plan_vault_backup(conn, keyring))
+    if p["set_id"]:
+        result = write_component(p["store"], p["set_id"], "vault", keyring, lambda writer: backup_vault_into(
+            writer, conn, keyring=keyring, progress=log_progress()))
+        return dict(changed=True, **result)
     result = run_vault_backup(p["store"], keyring, conn, set_type=p["set_type"], progress=log_progress())
     return dict(changed=True, **result)
 
