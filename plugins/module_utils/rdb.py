@@ -449,6 +449,18 @@ class _Walker:
 
     def skip_string(self) -> None:
         src = self.src
+        buf, pos = src.buf, src.pos
+        if pos + 2 < len(buf):  # fast path: 6- or 14-bit plain length, payload already buffered
+            b = buf[pos]
+            if b < 0x40:
+                end = pos + 1 + b
+            elif b < 0x80:
+                end = pos + 2 + (((b & 0x3F) << 8) | buf[pos + 1])
+            else:
+                end = -1
+            if 0 <= end <= len(buf):
+                src.pos = end
+                return
         at = src.offset
         n, special = self.length()
         if not special:
