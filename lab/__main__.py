@@ -30,7 +30,55 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("service", help="act on one service")
     sv.add_argument("name", choices=services.SERVICES)
     sv.add_argument("action", choices=["start", "stop", "restart", "status"])
+    add_multihost_parser(sub)
     return parser
+
+
+def add_multihost_parser(sub) -> None:
+    """``multihost up|down|status|partition HOST [--seconds N]|heal HOST`` (lab/netns.py; root only)."""
+    from lab import netns
+
+    mh = sub.add_parser("multihost", help="lab hosts in network namespaces, reached over SSH (root)")
+    mh_sub = mh.add_subparsers(dest="mh_command", required=True)
+    mh_up = mh_sub.add_parser("up", help="bridge, namespaces, sshd and services (idempotent)")
+    mh_up.add_argument("--rows", type=int, default=None, help="demo rows if seeding is needed")
+    mh_sub.add_parser("down", help="stop everything and remove namespaces, bridge and guard route")
+    mh_st = mh_sub.add_parser("status", help="network, hosts and services")
+    mh_st.add_argument("--json", action="store_true")
+    part = mh_sub.add_parser("partition", help="take a host's link down")
+    part.add_argument("host", choices=list(netns.HOSTS))
+    part.add_argument("--seconds", type=float, default=None, help="heal by itself after N seconds")
+    heal = mh_sub.add_parser("heal", help="bring a host's link back up")
+    heal.add_argument("host", choices=list(netns.HOSTS))
+
+
+def run_multihost(args: argparse.Namespace) -> int:
+    from lab import netns
+
+    if args.mh_command == "up":
+        report = netns.up(seed_rows=args.rows)
+    elif args.mh_command == "down":
+        netns.down()
+        report = netns.status()
+    elif args.mh_command == "partition":
+        netns.partition(args.host, args.seconds)
+        return 0
+    elif args.mh_command == "heal":
+        netns.heal(args.host)
+        return 0
+    else:
+        report = netns.status()
+    if getattr(args, "json", False):
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"subnet {report['subnet']}  bridge {report['bridge']} {'up' if report['bridge_up'] else 'down'}  "
+          f"guard route {'present' if report['guard_route'] else 'absent'}  state {report['state_dir']}")
+    for host, info in report["hosts"].items():
+        print(f"  {host:8} {info['address']:12} ns={'yes' if info['namespace_exists'] else 'no':3} "
+              f"link={'up' if info['veth_up'] else 'down':4} sshd={info['sshd_pid'] or '-'}")
+    if report["services"]:
+        print(format_table([services.ServiceStatus(**row) for row in report["services"]]))
+    return 0
 
 
 def format_table(rows: list[services.ServiceStatus]) -> str:
@@ -53,6 +101,8 @@ def configure_logging(quiet: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "multihost":
+        return run_multihost(args)
     if args.command == "up":
         print(format_table(services.up(seed_rows=args.rows)))
     elif args.command == "down":

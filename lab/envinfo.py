@@ -33,7 +33,7 @@ def env(state_dir: str | os.PathLike | None = None) -> dict[str, str]:
     if not secrets:
         raise ConfigError(f"no lab in {layout.state_dir} (no secrets.json)", hint="run `python -m lab up` first")
     values = {
-        "LAB_MYSQL_HOST": layout.host,
+        "LAB_MYSQL_HOST": layout.host_for("mysql"),
         "LAB_MYSQL_PORT": layout.port("mysql"),
         "LAB_MYSQL_USER": svc_mysql.ADMIN_USER,
         "LAB_MYSQL_PASSWORD": secrets["mysql_admin_password"],
@@ -41,7 +41,7 @@ def env(state_dir: str | os.PathLike | None = None) -> dict[str, str]:
         "LAB_MYSQL_BACKUP_PASSWORD": secrets["mysql_backup_password"],
         "LAB_MYSQL_DATADIR": layout.mysql_datadir,
         "LAB_MYSQL_SOCKET": layout.mysql_socket,
-        "LAB_REDIS_HOST": layout.host,
+        "LAB_REDIS_HOST": layout.host_for("redis"),
         "LAB_REDIS_PORT": layout.port("redis"),
         "LAB_REDIS_PASSWORD": secrets["redis_password"],
         "LAB_REDIS_BACKUP_USER": svc_redis.BACKUP_USER,

@@ -52,6 +52,13 @@ class Layout:
     state_dir: Path
     host: str = DEFAULT_HOST
     port_offset: int = 0
+    #: Multi-host lab only: (service, address) pairs overriding :attr:`host` per service.
+    service_hosts: tuple[tuple[str, str], ...] = ()
+    #: Multi-host lab only: (service, network namespace) pairs; the service is started with
+    #: ``ip netns exec NS`` (see lab/netns.py).
+    netns: tuple[tuple[str, str], ...] = ()
+    #: Extra MariaDB account hosts (e.g. ``10.213.0.%``) so clients on other lab hosts may log in.
+    client_hosts: tuple[str, ...] = ()
 
     # --- addresses -------------------------------------------------------------
     def port(self, name: str) -> int:
@@ -62,13 +69,27 @@ class Layout:
     def ports(self) -> dict[str, int]:
         return {name: self.port(name) for name in DEFAULT_PORTS}
 
+    def host_for(self, service: str) -> str:
+        """Address ``service`` listens on (``vault_cluster`` is the vault's); default :attr:`host`."""
+        name = "vault" if service == "vault_cluster" else service
+        return dict(self.service_hosts).get(name, self.host)
+
+    def netns_for(self, service: str) -> str | None:
+        """Network namespace ``service`` runs in, or None (the caller's namespace)."""
+        return dict(self.netns).get(service)
+
+    def command_prefix(self, service: str) -> list[str]:
+        """argv prefix that starts a program in the service's namespace ([] without one)."""
+        namespace = self.netns_for(service)
+        return ["ip", "netns", "exec", namespace] if namespace else []
+
     @property
     def vault_addr(self) -> str:
-        return f"http://{self.host}:{self.port('vault')}"
+        return f"http://{self.host_for('vault')}:{self.port('vault')}"
 
     @property
     def app_url(self) -> str:
-        return f"http://{self.host}:{self.port('app')}"
+        return f"http://{self.host_for('app')}:{self.port('app')}"
 
     # --- files -----------------------------------------------------------------
     @property
@@ -159,7 +180,33 @@ class Layout:
         return self.state_dir / "keys" / "escrow.key"
 
     def to_json(self) -> dict:
-        return {"host": self.host, "port_offset": self.port_offset, "ports": self.ports}
+        data = {"host": self.host, "port_offset": self.port_offset, "ports": self.ports}
+        if self.service_hosts:
+            data["service_hosts"] = dict(self.service_hosts)
+        if self.netns:
+            data["netns"] = dict(self.netns)
+        if self.client_hosts:
+            data["client_hosts"] = list(self.client_hosts)
+        return data
+
+
+def layout_from_json(state_dir: Path, data: dict) -> Layout:
+    """The :class:`Layout` stored as ``data`` (the content of ``lab.json``) for ``state_dir``."""
+    return Layout(state_dir, data.get("host", DEFAULT_HOST), int(data.get("port_offset", 0)),
+                  service_hosts=tuple(sorted(data.get("service_hosts", {}).items())),
+                  netns=tuple(sorted(data.get("netns", {}).items())),
+                  client_hosts=tuple(data.get("client_hosts", ())))
+
+
+def write_layout(layout: Layout) -> None:
+    """Create the state folder (0700) and write its ``lab.json`` atomically."""
+    root = layout.state_dir
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    stored = root / LAYOUT_FILE
+    tmp = stored.with_suffix(".tmp")
+    tmp.write_text(json.dumps(layout.to_json(), indent=2) + "\n")
+    os.replace(tmp, stored)
 
 
 def load_layout(state_dir: str | os.PathLike | None = None, create: bool = False) -> Layout:
@@ -175,7 +222,7 @@ def load_layout(state_dir: str | os.PathLike | None = None, create: bool = False
     stored = root / LAYOUT_FILE
     if stored.exists():
         data = json.loads(stored.read_text())
-        layout = Layout(root, data.get("host", DEFAULT_HOST), int(data.get("port_offset", 0)))
+        layout = layout_from_json(root, data)
         if wanted_offset is not None and wanted_offset != layout.port_offset:
             raise ConfigError(
                 f"lab state folder {root} was created with LAB_PORT_BASE={layout.port_offset}, "
@@ -184,9 +231,5 @@ def load_layout(state_dir: str | os.PathLike | None = None, create: bool = False
         return layout
     layout = Layout(root, DEFAULT_HOST, wanted_offset or 0)
     if create:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(root, 0o700)
-        tmp = stored.with_suffix(".tmp")
-        tmp.write_text(json.dumps(layout.to_json(), indent=2) + "\n")
-        os.replace(tmp, stored)
+        write_layout(layout)
     return layout

@@ -118,8 +118,9 @@ def _status(layout: Layout, name: str) -> ServiceStatus:
     module = _module(name)
     pid = module.running_pid(layout)
     port = layout.port(name)
-    return ServiceStatus(service=name, running=pid is not None, pid=pid, host=layout.host, port=port,
-                         port_open=procs.port_open(layout.host, port, timeout=0.3),
+    host = layout.host_for(name)
+    return ServiceStatus(service=name, running=pid is not None, pid=pid, host=host, port=port,
+                         port_open=procs.port_open(host, port, timeout=0.3),
                          data_dir=str(getattr(layout, _DATA_DIRS[name])))
 
 

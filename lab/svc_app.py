@@ -36,7 +36,7 @@ def marker(layout: Layout) -> str:
 def render_config(layout: Layout) -> dict:
     """The app's config (no secrets: it names the token file, Vault holds the passwords)."""
     return {
-        "listen_host": layout.host,
+        "listen_host": layout.host_for(NAME),
         "listen_port": layout.port(NAME),
         "vault_addr": layout.vault_addr,
         "vault_token_file": str(layout.app_token_file),
@@ -65,11 +65,12 @@ def start(layout: Layout) -> int:
     pid = running_pid(layout)
     if pid is not None:
         return pid
-    procs.ensure_port_free(layout.host, layout.port(NAME), NAME)
+    procs.ensure_port_free(layout.host_for(NAME), layout.port(NAME), NAME)
     write_config(layout)
-    pid = procs.spawn([python_binary(), str(APP_SCRIPT), marker(layout)], layout.pid_file(NAME),
-                      layout.log_file(NAME), cwd=layout.app_dir)
-    procs.wait_until(lambda: procs.port_open(layout.host, layout.port(NAME)), "app", START_TIMEOUT_S, pid,
+    pid = procs.spawn(layout.command_prefix(NAME) + [python_binary(), str(APP_SCRIPT), marker(layout)],
+                      layout.pid_file(NAME), layout.log_file(NAME), cwd=layout.app_dir)
+    host = layout.host_for(NAME)
+    procs.wait_until(lambda: procs.port_open(host, layout.port(NAME)), "app", START_TIMEOUT_S, pid,
                      marker(layout), layout.log_file(NAME))
     log.info("app: started pid %d on %s", pid, layout.app_url)
     return pid

@@ -54,7 +54,7 @@ def render_config(layout: Layout) -> str:
         f"socket = {layout.mysql_socket}",
         f"pid-file = {layout.mysql_dir / 'mariadbd.pid'}",
         f"tmpdir = {layout.mysql_dir / 'tmp'}",
-        f"bind-address = {layout.host}",
+        f"bind-address = {layout.host_for(NAME)}",
         f"port = {layout.port(NAME)}",
         "server_id = 1",
         "log_bin = mysql-bin",
@@ -119,15 +119,17 @@ def start(layout: Layout) -> int:
     if pid is not None:
         return pid
     mariadbd = procs.find_binary("mariadbd", "mariadb-server")
-    procs.ensure_port_free(layout.host, layout.port(NAME), NAME)
+    procs.ensure_port_free(layout.host_for(NAME), layout.port(NAME), NAME)
     fresh = not is_initialised(layout)
     if fresh:
         initialise(layout)
     write_config(layout)
-    pid = procs.spawn([mariadbd, marker(layout)], layout.pid_file(NAME), layout.log_file(NAME))
-    procs.wait_until(lambda: procs.port_open(layout.host, layout.port(NAME)) and layout.mysql_socket.exists(),
+    pid = procs.spawn(layout.command_prefix(NAME) + [mariadbd, marker(layout)], layout.pid_file(NAME),
+                      layout.log_file(NAME))
+    host = layout.host_for(NAME)
+    procs.wait_until(lambda: procs.port_open(host, layout.port(NAME)) and layout.mysql_socket.exists(),
                      "mysql", START_TIMEOUT_S, pid, marker(layout), layout.log_file(NAME))
-    log.info("mysql: started pid %d on %s:%d", pid, layout.host, layout.port(NAME))
+    log.info("mysql: started pid %d on %s:%d", pid, layout.host_for(NAME), layout.port(NAME))
     if fresh:
         provision(layout)
     return pid
@@ -176,14 +178,17 @@ def run_sql_as_root(layout: Layout, sql: str) -> str:
     return result.stdout
 
 
-def provisioning_sql(secrets: dict) -> str:
-    """SQL creating/refreshing the lab accounts and the ``demo`` database (idempotent)."""
+def provisioning_sql(secrets: dict, client_hosts: tuple[str, ...] = ()) -> str:
+    """SQL creating/refreshing the lab accounts and the ``demo`` database (idempotent).
+
+    Each account exists for :data:`USER_HOSTS` plus ``client_hosts`` (a multi-host lab's subnet).
+    """
     stmts = ["SET SESSION sql_log_bin = 0;", f"CREATE DATABASE IF NOT EXISTS {APP_DATABASE};"]
     accounts = [(ADMIN_USER, secrets["mysql_admin_password"], "ALL PRIVILEGES ON *.*", " WITH GRANT OPTION"),
                 (BACKUP_USER, secrets["mysql_backup_password"], f"{BACKUP_PRIVILEGES} ON *.*", ""),
                 (APP_USER, secrets["mysql_app_password"], f"ALL PRIVILEGES ON {APP_DATABASE}.*", "")]
     for user, password, grant, option in accounts:
-        for host in USER_HOSTS:
+        for host in USER_HOSTS + tuple(client_hosts):
             account = f"'{user}'@'{host}'"
             stmts += [f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY '{password}';",
                       f"ALTER USER {account} IDENTIFIED BY '{password}';",
@@ -193,7 +198,7 @@ def provisioning_sql(secrets: dict) -> str:
 
 def provision(layout: Layout) -> None:
     """Create or refresh the lab accounts through the socket (passwords only on stdin)."""
-    run_sql_as_root(layout, provisioning_sql(ensure_secrets(layout)))
+    run_sql_as_root(layout, provisioning_sql(ensure_secrets(layout), layout.client_hosts))
     log.info("mysql: accounts %s, %s, %s ready", ADMIN_USER, BACKUP_USER, APP_USER)
 
 
@@ -203,7 +208,7 @@ def admin_login_works(layout: Layout) -> bool:
 
     secrets = ensure_secrets(layout)
     try:
-        conn = pymysql.connect(host=layout.host, port=layout.port(NAME), user=ADMIN_USER,
+        conn = pymysql.connect(host=layout.host_for(NAME), port=layout.port(NAME), user=ADMIN_USER,
                                password=secrets["mysql_admin_password"], connect_timeout=5)
     except pymysql.MySQLError:
         return False
@@ -222,6 +227,6 @@ def connect_admin(layout: Layout, database: str | None = None, **kwargs):
     import pymysql
 
     secrets = ensure_secrets(layout)
-    return pymysql.connect(host=layout.host, port=layout.port(NAME), user=ADMIN_USER,
+    return pymysql.connect(host=layout.host_for(NAME), port=layout.port(NAME), user=ADMIN_USER,
                            password=secrets["mysql_admin_password"], database=database,
                            autocommit=True, connect_timeout=5, **kwargs)

@@ -38,7 +38,7 @@ def render_config(layout: Layout, secrets: dict) -> str:
     backup_hash = hashlib.sha256(secrets["redis_backup_password"].encode()).hexdigest()
     return "\n".join([
         "# Written by `python -m lab` on every start; edits are overwritten.",
-        f"bind {layout.host}",
+        f"bind {layout.host_for(NAME)}",
         f"port {layout.port(NAME)}",
         "protected-mode yes",
         "daemonize no",
@@ -73,7 +73,7 @@ def client(layout: Layout, db: int = 0, user: str | None = None, password: str |
     import redis
 
     secrets = ensure_secrets(layout)
-    return redis.Redis(host=layout.host, port=layout.port(NAME), db=db, username=user,
+    return redis.Redis(host=layout.host_for(NAME), port=layout.port(NAME), db=db, username=user,
                        password=password if password is not None else secrets["redis_password"],
                        socket_timeout=2, socket_connect_timeout=2)
 
@@ -95,12 +95,13 @@ def start(layout: Layout) -> int:
     if pid is not None:
         return pid
     server = procs.find_binary("redis-server", "redis-server")
-    procs.ensure_port_free(layout.host, layout.port(NAME), NAME)
+    procs.ensure_port_free(layout.host_for(NAME), layout.port(NAME), NAME)
     write_config(layout)
-    pid = procs.spawn([server, str(layout.redis_conf)], layout.pid_file(NAME), layout.log_file(NAME))
+    pid = procs.spawn(layout.command_prefix(NAME) + [server, str(layout.redis_conf)], layout.pid_file(NAME),
+                      layout.log_file(NAME))
     procs.wait_until(lambda: answers_ping(layout), "redis", START_TIMEOUT_S, pid, marker(layout),
                      layout.log_file(NAME))
-    log.info("redis: started pid %d on %s:%d", pid, layout.host, layout.port(NAME))
+    log.info("redis: started pid %d on %s:%d", pid, layout.host_for(NAME), layout.port(NAME))
     return pid
 
 

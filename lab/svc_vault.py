@@ -81,7 +81,8 @@ def marker(layout: Layout) -> str:
 
 def render_config(layout: Layout) -> str:
     """The server's HCL config (no secrets in it)."""
-    api, cluster = f"{layout.host}:{layout.port('vault')}", f"{layout.host}:{layout.port('vault_cluster')}"
+    host = layout.host_for(NAME)
+    api, cluster = f"{host}:{layout.port('vault')}", f"{host}:{layout.port('vault_cluster')}"
     return f"""# Written by `python -m lab` on every start; edits are overwritten.
 ui = false
 log_level = "info"
@@ -158,9 +159,10 @@ def start(layout: Layout) -> int:
     pid = running_pid(layout)
     if pid is None:
         bao = bao_binary()
-        procs.ensure_port_free(layout.host, layout.port(NAME), NAME)
+        procs.ensure_port_free(layout.host_for(NAME), layout.port(NAME), NAME)
         write_config(layout)
-        pid = procs.spawn([bao, "server", marker(layout)], layout.pid_file(NAME), layout.log_file(NAME))
+        pid = procs.spawn(layout.command_prefix(NAME) + [bao, "server", marker(layout)], layout.pid_file(NAME),
+                          layout.log_file(NAME))
         procs.wait_until(lambda: health_code(layout) is not None, "vault", START_TIMEOUT_S, pid, marker(layout),
                          layout.log_file(NAME))
         log.info("vault: started pid %d on %s", pid, layout.vault_addr)
@@ -293,10 +295,10 @@ def _ensure_secrets_written(layout: Layout, root) -> None:
                                                    secret={"value": _random.token_hex(16)})
     secrets = ensure_secrets(layout)
     _write_kv_if_different(root, APP_DB_PATH, {
-        "host": layout.host, "port": layout.port("mysql"), "username": "demoapp",
+        "host": layout.host_for("mysql"), "port": layout.port("mysql"), "username": "demoapp",
         "password": secrets["mysql_app_password"], "database": "demo"})
     _write_kv_if_different(root, APP_REDIS_PATH, {
-        "host": layout.host, "port": layout.port("redis"), "password": secrets["redis_password"]})
+        "host": layout.host_for("redis"), "port": layout.port("redis"), "password": secrets["redis_password"]})
 
 
 def ensure_ready(layout: Layout) -> int:
