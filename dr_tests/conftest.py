@@ -1,0 +1,241 @@
+"""The DR drill pytest plugin: options, scenario loading, fixtures, HTML report and drill history.
+
+Options (see docs/drills.md):
+  --list-scenarios        print ``id<TAB>severity<TAB>rto_s<TAB>rpo_s<TAB>title`` per scenario and exit 0
+  --inventory PATH        inventory to drill (default inventories/lab); must set lifeboat_drill_allowed: true
+  --backup-id ID          restore this backup instead of taking a fresh one before the fault
+  --backup-path PATH      the store to restore from (lifeboat_store of the recovery playbooks)
+  --dataset-size N        seed the lab's demo data to N rows first (lab inventories only)
+  --drill-profile NAME    quick | full (default: quick when -m selects quick, else full)
+  --drill-target ID:KEY=N override a target (KEY rto_s or rpo_s), e.g. redis_data_loss:rpo_s=1
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dr_tests import measure
+from dr_tests.measure import REPO_DIR, DrillInventory, NotDrillable
+from dr_tests.report import DrillRecord, append_history, canary_plot_png, fmt_s, timeline_html
+
+SCENARIOS_FILE = Path(__file__).resolve().parent / "scenarios.yml"
+DEFAULT_INVENTORY = REPO_DIR / "inventories" / "lab"
+MULTIHOST_INVENTORY = REPO_DIR / "inventories" / "lab-multihost"
+RECORD_KEY = pytest.StashKey[DrillRecord]()
+RESULTS: list[dict] = []
+
+measure.put_venv_on_path()
+
+
+def load_scenarios(path: Path = SCENARIOS_FILE) -> list[dict]:
+    """The scenarios of ``scenarios.yml`` (a list of mappings, see that file's header)."""
+    return yaml.safe_load(path.read_text())["scenarios"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lifeboat-drills", "Lifeboat DR drills")
+    group.addoption("--list-scenarios", action="store_true", help="list the drill scenarios and exit")
+    group.addoption("--inventory", default=None, help="Ansible inventory to drill (default inventories/lab)")
+    group.addoption("--backup-id", default=None, help="drill with this backup id instead of a fresh backup")
+    group.addoption("--backup-path", default=None, help="backup store holding --backup-id")
+    group.addoption("--dataset-size", type=int, default=None, help="seed the lab's demo data to N rows first")
+    group.addoption("--drill-profile", choices=["quick", "full"], default=None, help="target profile")
+    group.addoption("--drill-target", action="append", default=[], metavar="ID:KEY=SECONDS",
+                    help="override a target, e.g. redis_data_loss:rpo_s=1 (repeatable)")
+
+
+def profile_of(config: pytest.Config) -> str:
+    chosen = config.getoption("--drill-profile")
+    if chosen:
+        return chosen
+    markexpr = config.getoption("markexpr", "") or ""
+    return "quick" if "quick" in markexpr and "not quick" not in markexpr else "full"
+
+
+def target_overrides(config: pytest.Config) -> dict[str, dict[str, float]]:
+    """``--drill-target ID:KEY=N`` options as ``{ID: {KEY: N}}``."""
+    overrides: dict[str, dict[str, float]] = {}
+    for text in config.getoption("--drill-target"):
+        try:
+            scenario, assignment = text.split(":", 1)
+            key, value = assignment.split("=", 1)
+            if key not in ("rto_s", "rpo_s"):
+                raise ValueError
+            overrides.setdefault(scenario, {})[key] = float(value)
+        except ValueError:
+            raise pytest.UsageError(f"--drill-target {text!r}: expected ID:rto_s=N or ID:rpo_s=N") from None
+    return overrides
+
+
+def targets(scenario: dict, profile: str, inventory_targets: dict | None = None,
+            overrides: dict | None = None) -> tuple[float, float]:
+    """``(rto_s, rpo_s)``: scenario defaults < quick_* (quick profile) < inventory
+    ``lifeboat_drill_targets`` < ``--drill-target``."""
+    rto, rpo = float(scenario["rto_s"]), float(scenario["rpo_s"])
+    if profile == "quick":
+        rto, rpo = float(scenario.get("quick_rto_s", rto)), float(scenario.get("quick_rpo_s", rpo))
+    for layer in ((inventory_targets or {}).get(scenario["id"]), (overrides or {}).get(scenario["id"])):
+        if layer:
+            rto, rpo = float(layer.get("rto_s", rto)), float(layer.get("rpo_s", rpo))
+    return rto, rpo
+
+
+def pytest_cmdline_main(config: pytest.Config):
+    if not config.getoption("--list-scenarios"):
+        return None
+    profile, overrides = profile_of(config), target_overrides(config)
+    for scenario in load_scenarios():
+        rto, rpo = targets(scenario, profile, overrides=overrides)
+        print(f"{scenario['id']}\t{scenario['severity']}\t{rto:g}\t{rpo:g}\t{scenario['title']}")
+    return 0
+
+
+# --- fixtures ------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def drill_inventory_path(pytestconfig: pytest.Config) -> Path:
+    chosen = pytestconfig.getoption("--inventory")
+    return Path(chosen).resolve() if chosen else DEFAULT_INVENTORY
+
+
+@pytest.fixture(scope="session")
+def drill_inventory(drill_inventory_path: Path, pytestconfig: pytest.Config) -> DrillInventory:
+    """The inventory, refused unless it sets lifeboat_drill_allowed: true; the lab seeded if asked."""
+    try:
+        inv = measure.load_inventory(drill_inventory_path)
+    except NotDrillable as err:
+        pytest.exit(f"not drillable: {err}", returncode=4)
+    size = pytestconfig.getoption("--dataset-size")
+    if size:
+        seed_lab(inv, size)
+    return inv
+
+
+def lab_command(inv: DrillInventory) -> list[str] | None:
+    command = inv.any_var("lifeboat_lab_command")
+    return str(command).split() if command else None
+
+
+def seed_lab(inv: DrillInventory, rows: int) -> None:
+    command = lab_command(inv)
+    if not command:
+        pytest.exit("--dataset-size needs a lab inventory (lifeboat_lab_command)", returncode=4)
+    subprocess.run([*command, "-q", "seed", "--rows", str(rows)], check=True, cwd=REPO_DIR, timeout=1800,
+                   env=lab_subprocess_env(inv))
+
+
+def lab_subprocess_env(inv: DrillInventory) -> dict[str, str]:
+    state = inv.any_var("lifeboat_state_dir")
+    return measure.ansible_env({"LAB_STATE_DIR": str(state)} if state else {})
+
+
+def bring_lab_back(inv: DrillInventory, timeout_s: float = 180) -> str:
+    """Cleanup after every drill: ``python -m lab up`` and wait for /health (lab inventories);
+    returns a problem description, or "" when the stack is healthy again."""
+    command = lab_command(inv)
+    if command:
+        run = subprocess.run([*command, "-q", "up"], capture_output=True, text=True, cwd=REPO_DIR,
+                             env=lab_subprocess_env(inv), timeout=600, check=False)
+        if run.returncode != 0:
+            return f"'lab up' failed: {run.stderr.strip()[-500:]}"
+    if measure.wait_healthy(inv.app_url, timeout_s) is None:
+        return f"the app is not healthy {timeout_s:.0f} s after cleanup"
+    return ""
+
+
+@pytest.fixture
+def drill_record(request: pytest.FixtureRequest) -> DrillRecord:
+    """The test fills this record; the report hooks and the history read it."""
+    scenario = request.node.callspec.params["scenario"]
+    config = request.config
+    inventory_targets = None
+    if "drill_inventory" in request.fixturenames:
+        inventory_targets = request.getfixturevalue("drill_inventory").any_var("lifeboat_drill_targets")
+    rto, rpo = targets(scenario, profile_of(config), inventory_targets, target_overrides(config))
+    record = DrillRecord(scenario=scenario["id"], title=scenario["title"], severity=scenario["severity"],
+                         rto_target_s=rto, rpo_target_s=rpo)
+    request.node.stash[RECORD_KEY] = record
+    return record
+
+
+# --- report --------------------------------------------------------------------------------
+def pytest_html_results_table_header(cells: list) -> None:
+    cells.insert(2, "<th>Scenario</th>")
+    cells.insert(3, "<th>Severity</th>")
+    cells.insert(4, "<th>RTO measured / target</th>")
+    cells.insert(5, "<th>RPO measured / target</th>")
+    cells.insert(6, "<th>Data equal</th>")
+
+
+def pytest_html_results_table_row(report, cells: list) -> None:
+    record: DrillRecord | None = getattr(report, "drill_record", None)
+    if record is None:
+        values = ["", "", "", "", ""]
+    else:
+        equal = {True: "yes", False: "NO", None: "—"}[record.data_equal]
+        values = [record.scenario, record.severity, f"{fmt_s(record.rto_s)} / {record.rto_target_s:.0f} s",
+                  f"{fmt_s(record.rpo_s)} / {record.rpo_target_s:.0f} s", equal]
+    for offset, value in enumerate(values):
+        cells.insert(2 + offset, f"<td>{value}</td>")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    report = outcome.get_result()
+    record = item.stash.get(RECORD_KEY, None)
+    if record is None or report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
+        return
+    if report.when == "call":
+        record.outcome = "passed" if report.passed else "failed"
+    else:
+        record.outcome = "error"
+    if not record.message and report.longrepr is not None and not report.passed:
+        record.message = str(getattr(report.longrepr, "reprcrash", None) and report.longrepr.reprcrash.message
+                             or report.longrepr)[:2000]
+    report.drill_record = record
+    report.user_properties.append(("drill", json.dumps(record.history_entry())))
+    extras = getattr(report, "extras", [])
+    try:
+        from pytest_html import extras as html_extras
+    except ImportError:
+        return
+    extras.append(html_extras.html(timeline_html(record)))
+    png = canary_plot_png(record)
+    if png:
+        extras.append(html_extras.png(png, name=f"{record.scenario} canary writes"))
+    report.extras = extras
+    write_results(item.config, record)
+
+
+def write_results(config: pytest.Config, record: DrillRecord) -> None:
+    """Append the record to the drill history and this run's reports/dr-results.json."""
+    RESULTS.append(record.summary())
+    store = record_store(config)
+    if store is not None and record.outcome != "skipped":
+        append_history(store, record.history_entry())
+    out = REPO_DIR / "reports" / "dr-results.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "drills": RESULTS}, indent=1))
+
+
+def record_store(config: pytest.Config) -> Path | None:
+    store = config.stash.get(STORE_KEY, None)
+    return Path(store) if store else None
+
+
+STORE_KEY = pytest.StashKey[str]()
+
+
+@pytest.fixture(scope="session", autouse=False)
+def drill_store(drill_inventory: DrillInventory, pytestconfig: pytest.Config) -> Path:
+    """The backup store of the inventory (where the drill history lives)."""
+    store = str(drill_inventory.var("backup_store", "lifeboat_store"))
+    pytestconfig.stash[STORE_KEY] = store
+    return Path(store)

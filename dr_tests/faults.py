@@ -1,0 +1,197 @@
+"""Real faults a drill injects, through the inventory's hosts (pytest-testinfra).
+
+Each fault is a class with ``inject()`` (does the damage, returns a one-line
+description for the report), ``heal()`` (optional: the harness's own part of recovery,
+for faults that last a set time, e.g. a partition) and ``cleanup()`` (undo anything that
+would keep the lab broken after a failed drill; safe to call twice). Processes are
+found by the TCP port they listen on (``ss -ltnp``), so other labs on this machine are
+never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from dr_tests.measure import SERVICES, DrillInventory, NotDrillable, listener_pid
+
+
+class Fault:
+    """Base: ``params`` come from the scenario's ``fault`` mapping."""
+
+    name = "fault"
+
+    def __init__(self, inv: DrillInventory, **params) -> None:
+        self.inv = inv
+        self.params = params
+
+    def host(self, group: str):
+        return self.inv.testinfra_host(self.inv.host_of(group))
+
+    def kill9(self, service: str) -> int:
+        """SIGKILL the process listening on the service's port; wait until it is gone; its pid."""
+        group, port_of = SERVICES[service]
+        host = self.host(group)
+        pid = listener_pid(host, port_of(self.inv))
+        if pid is None:
+            raise NotDrillable(f"no process listens on the {service} port -- the stack is not running")
+        host.run_expect([0], f"kill -9 {pid}")
+        for _ in range(100):
+            if not host.file(f"/proc/{pid}").exists:
+                break
+            time.sleep(0.05)
+        return pid
+
+    def inject(self) -> str:
+        raise NotImplementedError
+
+    def heal(self) -> str | None:
+        """The harness's part of recovery (e.g. end a partition); None when there is none."""
+        return None
+
+    def cleanup(self) -> None:
+        """Undo whatever would keep the stack broken (safe to call twice)."""
+
+
+class KillApp(Fault):
+    """kill -9 the application process (a crashed container)."""
+
+    name = "kill_app"
+
+    def inject(self) -> str:
+        return f"kill -9 app (pid {self.kill9('app')})"
+
+
+class CorruptMysqlDatadir(Fault):
+    """Overwrite InnoDB pages of the live datadir with random bytes, then kill -9 mariadbd.
+
+    Damaged: page 0 (the header) and a page in the middle of the system tablespace
+    ``ibdata1``, the redo log header, and pages of every ``demo/*.ibd``. Binary logs
+    (``mysql-bin.*``) are left alone: salvaging them is part of recovery.
+    """
+
+    name = "corrupt_mysql_datadir"
+    PAGE = 16384
+
+    def damage(self, path: Path, offsets: list[int]) -> None:
+        with open(path, "r+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            for offset in offsets:
+                if offset < size:
+                    f.seek(offset)
+                    f.write(os.urandom(min(self.PAGE, size - offset)))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def inject(self) -> str:
+        datadir = Path(self.inv.var("mysql", "lifeboat_mysql_datadir"))
+        if self.inv.var("mysql", "ansible_connection", "local") != "local":
+            raise NotDrillable("corrupt_mysql_datadir damages files on this machine: the mysql host "
+                               "must use ansible_connection: local")
+        damaged = []
+        for path in [datadir / "ibdata1", datadir / "ib_logfile0", *sorted((datadir / "demo").glob("*.ibd"))]:
+            if path.exists():
+                size = path.stat().st_size
+                self.damage(path, [0, self.PAGE * 3, (size // 2) // self.PAGE * self.PAGE])
+                damaged.append(path.name)
+        pid = self.kill9("mysql")
+        return f"random bytes over {len(damaged)} InnoDB files ({', '.join(damaged[:4])}...), kill -9 mariadbd ({pid})"
+
+
+class RedisDataLoss(Fault):
+    """FLUSHALL, then delete the RDB file and the AOF folder of the running Redis."""
+
+    name = "redis_data_loss"
+
+    def inject(self) -> str:
+        import redis
+        client = redis.Redis(host=str(self.inv.var("redis", "lifeboat_redis_host")),
+                             port=int(self.inv.var("redis", "lifeboat_redis_port")),
+                             password=self.inv.var("redis", "lifeboat_redis_password"), socket_timeout=5)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+        folder = self.inv.var("redis", "lifeboat_redis_dir")
+        self.host("redis").run_expect([0], f"rm -rf '{folder}/dump.rdb' '{folder}/appendonlydir'")
+        return f"FLUSHALL; rm {folder}/dump.rdb {folder}/appendonlydir"
+
+
+class WipeEverything(Fault):
+    """kill -9 every service, then delete the contents of every data folder."""
+
+    name = "wipe_everything"
+
+    def inject(self) -> str:
+        killed = [f"{service} ({self.kill9(service)})" for service in ("app", "vault", "redis", "mysql")]
+        folders = [
+            ("mysql", self.inv.var("mysql", "lifeboat_mysql_datadir")),
+            ("redis", self.inv.var("redis", "lifeboat_redis_dir")),
+            ("vault", self.inv.var("vault", "lifeboat_vault_datadir")),
+            ("app", self.inv.var("app", "lifeboat_app_storage")),
+        ]
+        for group, folder in folders:
+            if not folder or str(folder) in ("/", ""):
+                raise NotDrillable(f"data folder of {group} is not set in the inventory")
+            self.host(group).run_expect([0], f"find '{folder}' -mindepth 1 -delete")
+        return f"kill -9 {', '.join(killed)}; emptied {', '.join(str(f) for _, f in folders)}"
+
+
+class PartitionDb(Fault):
+    """Cut the database off for ``duration_s`` seconds.
+
+    With a multi-host inventory whose mysql host sets ``lifeboat_drill_veth`` (an
+    interface of its network namespace): ``ip link set VETH down``, then up again.
+    Otherwise (single-host lab) emulated: SIGSTOP mariadbd — a hung peer, which is what
+    a partition looks like to its clients — then SIGCONT. The report names the mode.
+    """
+
+    name = "partition_db"
+
+    def __init__(self, inv: DrillInventory, duration_s: float = 8, **params) -> None:
+        super().__init__(inv, **params)
+        self.duration_s = float(duration_s)
+        self.veth = inv.var("mysql", "lifeboat_drill_veth")
+        self.pid: int | None = None
+        self.started = 0.0
+
+    @property
+    def mode(self) -> str:
+        return f"veth down ({self.veth})" if self.veth else "emulated: SIGSTOP"
+
+    def inject(self) -> str:
+        host = self.host("mysql")
+        if self.veth:
+            host.run_expect([0], f"ip link set '{self.veth}' down")
+        else:
+            self.pid = listener_pid(host, int(self.inv.var("mysql", "lifeboat_mysql_port")))
+            if self.pid is None:
+                raise NotDrillable("no process listens on the mysql port -- the stack is not running")
+            host.run_expect([0], f"kill -STOP {self.pid}")
+        self.started = time.time()
+        return f"partition of the database for {self.duration_s:.0f} s ({self.mode})"
+
+    def heal(self) -> str:
+        time.sleep(max(0.0, self.started + self.duration_s - time.time()))
+        self.cleanup()
+        return f"connectivity restored ({'ip link set up' if self.veth else 'SIGCONT'})"
+
+    def cleanup(self) -> None:
+        host = self.host("mysql")
+        if self.veth:
+            host.run(f"ip link set '{self.veth}' up")
+        elif self.pid is not None:
+            host.run(f"kill -CONT {self.pid}")
+
+
+FAULTS = {cls.name: cls for cls in (KillApp, CorruptMysqlDatadir, RedisDataLoss, WipeEverything, PartitionDb)}
+
+
+def make_fault(inv: DrillInventory, spec: dict) -> Fault:
+    """The fault named by ``spec["name"]`` with the other keys as parameters."""
+    params = dict(spec)
+    name = params.pop("name")
+    if name not in FAULTS:
+        raise NotDrillable(f"unknown fault '{name}' -- one of {', '.join(sorted(FAULTS))}")
+    return FAULTS[name](inv, **params)
