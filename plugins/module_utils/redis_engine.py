@@ -651,11 +651,18 @@ def _place_rdb(staged: _Staged, data_dir: Path, layout: dict[str, str], owner: t
 
 
 def _move_all(paths: list[Path], dest: Path) -> list[str]:
-    moved = []
-    for path in paths:
-        os.rename(path, dest / path.name)
-        moved.append(path.name)
-    return moved
+    """Rename every path into ``dest``; all or nothing (a failure moves the moved ones back)."""
+    moved: list[Path] = []
+    try:
+        for path in paths:
+            os.rename(path, dest / path.name)
+            moved.append(path)
+    except OSError as err:
+        for path in reversed(moved):
+            os.rename(dest / path.name, path)
+        raise RestoreFailed(f"cannot move {path} aside to {dest}: {err}",
+                            hint="check permissions and free space of the data dir's parent") from err
+    return [p.name for p in moved]
 
 
 def _stop(service: Any, params: RedisParams, timeout_s: float) -> None:
@@ -773,8 +780,12 @@ def restore_redis_from(backup_set: Any, keyring: Any, *, service: Any, data_dir:
         owner = _owner_of(data_path)
         LOG.info("redis: restore of set %s into %s: stopping %s", backup_set.set_id, data_dir, service.name)
         _stop(service, conn, start_timeout_s)
-        kept = _side_dir(data_path, KEEP_TAG)
-        moved = _move_all(_data_files(data_path, layout), kept)
+        try:
+            kept = _side_dir(data_path, KEEP_TAG)
+            moved = _move_all(_data_files(data_path, layout), kept)
+        except BaseException:
+            service.start()  # nothing was changed: bring the server back as it was
+            raise
         try:
             _place_rdb(staged, data_path, layout, owner, file_mode)
             counts, counted_ms = _start_and_count(service, conn, start_timeout_s)
@@ -783,7 +794,13 @@ def restore_redis_from(backup_set: Any, keyring: Any, *, service: Any, data_dir:
             if problems:
                 raise RestoreFailed("key counts after loading differ from the backup's: " + "; ".join(problems))
         except BaseException as err:
-            failed = _rollback(service, conn, data_path, layout, kept, moved, start_timeout_s)
+            try:
+                failed = _rollback(service, conn, data_path, layout, kept, moved, start_timeout_s)
+            except Exception as rollback_err:
+                raise RestoreFailed(f"restore of set {backup_set.set_id} into {data_dir} failed ({err}) and so did "
+                                    f"the rollback ({rollback_err})",
+                                    hint=f"the previous data files are in {kept}: stop the server, move them back "
+                                         f"into {data_dir}, start it") from err
             if isinstance(err, LifeboatError):
                 raise RestoreFailed(f"restore of set {backup_set.set_id} into {data_dir} failed and was rolled "
                                     f"back: {err.message}", hint=f"the previous data is live again; the failed "
