@@ -483,9 +483,11 @@ class ScratchRedis:
     Same interface as ``service.Service`` (``start``/``stop``/``is_running``) so the
     restore code treats it like the real server. ``cleanup()`` stops it and removes
     its folder. The config file (holding the password) is 0600 and outside ``data_dir``.
+    ``extra_config``: more redis.conf lines (e.g. TLS settings).
     """
 
-    def __init__(self, base_dir: Optional[str] = None, appendonly: bool = True, port: Optional[int] = None) -> None:
+    def __init__(self, base_dir: Optional[str] = None, appendonly: bool = True, port: Optional[int] = None,
+                 extra_config: tuple = ()) -> None:
         self.name = "redis-scratch"
         self.root = Path(tempfile.mkdtemp(prefix="lifeboat-redis-", dir=base_dir))
         self.data_dir = self.root / "data"
@@ -502,7 +504,7 @@ class ScratchRedis:
                 "bind 127.0.0.1", f"port {self.port}", "protected-mode yes", "daemonize no",
                 f"dir {self.data_dir}", f"logfile {self.log_path}", 'save ""',
                 f"appendonly {'yes' if appendonly else 'no'}", f"requirepass {self.password}",
-                "repl-diskless-sync-delay 0", "databases 16",
+                "repl-diskless-sync-delay 0", "databases 16", *extra_config,
             ]) + "\n")
 
     @property

@@ -21,7 +21,11 @@ import redis
 from ansible_collections.lifeboat.dr.plugins.module_utils import keys, rdb
 from ansible_collections.lifeboat.dr.plugins.module_utils import redis_engine as engine
 from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import AuthenticationFailed, RestoreFailed
+from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
+    AuthenticationFailed,
+    ConnectionFailure,
+    RestoreFailed,
+)
 from ansible_collections.lifeboat.dr.plugins.module_utils.redis_conn import RedisParams
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
@@ -406,3 +410,64 @@ def test_restore_through_the_lab_service_manager(private_lab_redis, store, ring)
     assert summary["keys_per_db"] == {"0": 1, "3": 1}
     assert summary["data_dir"] == env["LAB_REDIS_DIR"]
     assert Path(summary["previous_data"]).name.startswith("redis.lbprev-")
+
+
+# --------------------------------------------------------------------------------------------- TLS
+
+
+def _write_tls_material(folder: Path) -> dict[str, Path]:
+    """A CA and a server certificate for 127.0.0.1 (and a second, unrelated CA)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017
+
+    def make(subject: str, issuer_key=None, issuer_name=None, ca=False, san=None):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name or name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return key, builder.sign(issuer_key or key, hashes.SHA256())
+
+    ca_key, ca_cert = make("lifeboat test CA", ca=True)
+    localhost = [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    srv_key, srv_cert = make("127.0.0.1", ca_key, ca_cert.subject, san=localhost)
+    _, other_ca = make("some other CA", ca=True)
+    paths = {name: folder / f"{name}.pem" for name in ("ca", "cert", "key", "other_ca")}
+    paths["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths["other_ca"].write_bytes(other_ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(srv_cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(srv_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
+    paths["key"].chmod(0o600)
+    return paths
+
+
+def test_network_backup_over_tls_checks_the_server_certificate(tmp_path, store, ring):
+    tls = _write_tls_material(tmp_path)
+    tls_port = engine.free_port()
+    config = (f"tls-port {tls_port}", f"tls-cert-file {tls['cert']}", f"tls-key-file {tls['key']}",
+              f"tls-ca-cert-file {tls['ca']}", "tls-auth-clients no")
+    with engine.ScratchRedis(base_dir=str(tmp_path), extra_config=config) as server:
+        server.start()
+        client(server).set("over-tls", "yes")
+        params = RedisParams(port=tls_port, password=server.password, tls=True, ca_cert=str(tls["ca"]))
+
+        set_id = network_backup(store, ring, params)
+        assert store.open_set(set_id).read_json("redis", engine.METADATA_JSON)["rdb"]["keys_per_db"] == {"0": 1}
+
+        wrong_ca = RedisParams(port=tls_port, password=server.password, tls=True, ca_cert=str(tls["other_ca"]))
+        with pytest.raises(ConnectionFailure) as caught:
+            network_backup(store, ring, wrong_ca)
+        assert "TLS handshake" in str(caught.value) and "redis_ca_cert" in str(caught.value)
+        assert len(store.list_sets(include_partial=True)) == 1
