@@ -471,3 +471,66 @@ def test_network_backup_over_tls_checks_the_server_certificate(tmp_path, store, 
             network_backup(store, ring, wrong_ca)
         assert "TLS handshake" in str(caught.value) and "redis_ca_cert" in str(caught.value)
         assert len(store.list_sets(include_partial=True)) == 1
+
+
+# --------------------------------------------------------------------------------------------- pure logic (no server)
+
+
+def _cmd(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def _complete_length(data: bytes) -> int:
+    import io
+
+    return engine.complete_commands_length(io.BytesIO(data), len(data))
+
+
+def test_aof_tail_is_cut_after_the_last_whole_command():
+    whole = _cmd(b"SET", b"a", b"1") + b"#TS:1700000000\r\n" + _cmd(b"DEL", b"a")
+    assert _complete_length(whole) == len(whole)
+    torn = whole + _cmd(b"SET", b"b", b"2")[:-3]
+    assert _complete_length(torn) == len(whole)
+    assert _complete_length(b"") == 0
+
+
+def test_aof_tail_never_ends_inside_a_transaction():
+    head = _cmd(b"SET", b"a", b"1")
+    multi = _cmd(b"MULTI") + _cmd(b"INCR", b"a")
+    assert _complete_length(head + multi) == len(head)
+    done = head + multi + _cmd(b"EXEC")
+    assert _complete_length(done) == len(done)
+
+
+def test_aof_manifest_lines_are_parsed_and_unsafe_names_refused():
+    text = 'file appendonly.aof.3.base.rdb seq 3 type b\nfile "appendonly.aof.3.incr.aof" type i seq 3\n'
+    entries = engine.parse_aof_manifest(text)
+    assert [(e.name, e.seq, e.type) for e in entries] == [("appendonly.aof.3.base.rdb", 3, "b"),
+                                                         ("appendonly.aof.3.incr.aof", 3, "i")]
+    with pytest.raises(Exception, match="outside its folder"):
+        engine.parse_aof_manifest("file ../../etc/passwd seq 1 type b\n")
+
+
+def test_info_and_keyspace_parsing():
+    from ansible_collections.lifeboat.dr.plugins.module_utils.redis_conn import parse_info, parse_keyspace
+
+    info = parse_info("# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=5\r\ndb12:keys=7,expires=0,avg_ttl=0\r\n"
+                      "role:master\r\n")
+    assert info["role"] == "master"
+    assert parse_keyspace(info) == {0: {"keys": 3, "expires": 1}, 12: {"keys": 7, "expires": 0}}
+
+
+def test_expected_key_range_allows_only_expired_keys_to_be_missing():
+    report = rdb.RdbReport(dbs={0: rdb.DbStats(keys=10), 3: rdb.DbStats(keys=2)},
+                           expiring=[(0, 1_000), (0, 5_000_000_000_000)])
+    expected = engine.expected_key_range(report, counted_ms=2_000_000)
+    assert expected == {0: (9, 10), 3: (2, 2)}
+    assert engine.compare_counts(expected, {0: 9, 3: 2}) == []
+    assert engine.compare_counts(expected, {0: 8, 3: 2}) == ["db0: 8 keys, expected 9..10"]
+    assert engine.compare_counts(expected, {0: 10, 3: 2, 4: 1}) == ["db4: 1 keys, expected 0"]
+
+
+def test_params_never_show_the_password():
+    params = RedisParams.from_module_params({"redis_port": 6380, "redis_user": "lifeboat", "redis_password": "s3cret"})
+    assert "s3cret" not in repr(params) and "s3cret" not in params.describe()
+    assert params.describe() == "lifeboat@127.0.0.1:6380"
