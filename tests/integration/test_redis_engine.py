@@ -534,3 +534,87 @@ def test_params_never_show_the_password():
     params = RedisParams.from_module_params({"redis_port": 6380, "redis_user": "lifeboat", "redis_password": "s3cret"})
     assert "s3cret" not in repr(params) and "s3cret" not in params.describe()
     assert params.describe() == "lifeboat@127.0.0.1:6380"
+
+
+# --------------------------------------------------------------------------------------------- the modules
+
+
+MODULES_PLAYBOOK = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    conn: &conn
+      redis_port: "{{ lab_redis_port | int }}"
+      redis_user: lifeboat
+      redis_password: "{{ backup_password }}"
+    store_opts: &store
+      store: "{{ store }}"
+      key_file: "{{ key_file }}"
+  tasks:
+    - name: plan
+      lifeboat.dr.redis_backup: {<<: [*store, *conn]}
+      check_mode: true
+      register: plan
+    - name: backup
+      lifeboat.dr.redis_backup: {<<: [*store, *conn], include_aof: true}
+      register: backup
+    - name: verify
+      lifeboat.dr.redis_verify: {<<: *store}
+      register: verify
+    - name: write after the backup
+      ansible.builtin.command:
+        argv: ["{{ python }}", "-c", "{{ late_code }}"]
+        stdin: "{{ admin_password }}"
+    - name: restore plan
+      lifeboat.dr.redis_restore: &restore
+        <<: [*store, *conn]
+        service_settings: {repo_dir: "{{ repo }}", env: {LAB_STATE_DIR: "{{ state }}"}}
+      check_mode: true
+      register: restore_plan
+    - name: restore
+      lifeboat.dr.redis_restore: *restore
+      register: restore
+    - name: results
+      ansible.builtin.copy:
+        dest: "{{ out }}"
+        mode: "0600"
+        content: "{{ {'plan': plan, 'backup': backup, 'verify': verify, 'restore_plan': restore_plan,
+                      'restore': restore} | to_json }}"
+"""
+
+
+def test_modules_back_up_verify_and_restore_in_a_playbook(private_lab_redis, tmp_path, ring):
+    import json
+    import sys
+
+    env, _ = private_lab_redis
+    admin = redis.Redis(port=int(env["LAB_REDIS_PORT"]), password=env["LAB_REDIS_PASSWORD"], socket_timeout=10)
+    admin.set("early", "1")
+    key_file = tmp_path / "kek"  # the ring fixture's key
+    variables = {"lab_redis_port": env["LAB_REDIS_PORT"], "ansible_python_interpreter": sys.executable,
+                 "backup_password": env["LAB_REDIS_BACKUP_PASSWORD"],
+                 "admin_password": env["LAB_REDIS_PASSWORD"], "store": str(tmp_path / "store"),
+                 "key_file": str(key_file), "repo": str(REPO_DIR), "state": str(Path(env["LAB_REDIS_DIR"]).parent),
+                 "python": sys.executable, "out": str(tmp_path / "results.json"),
+                 "late_code": f"import redis, sys; redis.Redis(port={env['LAB_REDIS_PORT']}, "
+                              "password=sys.stdin.read().strip()).set('late', 1)"}
+    vars_file = tmp_path / "vars.json"
+    vars_file.write_text(json.dumps(variables))
+    vars_file.chmod(0o600)
+    playbook = tmp_path / "redis.yml"
+    playbook.write_text(MODULES_PLAYBOOK)
+    run_env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_DIR / "ansible.cfg")}
+    proc = subprocess.run([str(REPO_DIR / ".venv" / "bin" / "ansible-playbook"), "-i", "localhost,",
+                           "-e", f"@{vars_file}", str(playbook)], env=run_env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert env["LAB_REDIS_BACKUP_PASSWORD"] not in proc.stdout
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["plan"]["server"]["role"] == "master" and "set_id" not in results["plan"]
+    assert results["backup"]["rdb_keys_per_db"] == {"0": 1} and results["backup"]["aof"]["files"]
+    assert results["verify"]["ok"] and results["verify"]["record"]
+    assert "appendonlydir" in results["restore_plan"]["would_move_aside"]
+    assert results["restore"]["set_id"] == results["backup"]["set_id"]
+    assert admin.get("early") == b"1" and admin.get("late") is None
