@@ -151,22 +151,32 @@ def _np_apply_shift(tabs, vec):
     return out
 
 
+def _np_slice8_tables():
+    """Slice-by-8 tables: row k maps a byte to its CRC contribution followed by k zero bytes."""
+    if "slice8" not in _np_cache:
+        rows = [_TABLE]
+        for _ in range(7):
+            prev = rows[-1]
+            rows.append([(v >> 8) ^ _TABLE[v & 0xFF] for v in prev])
+        _np_cache["slice8"] = [np.array(r, dtype=np.uint64) for r in rows]
+    return _np_cache["slice8"]
+
+
 def _crc64_np_block(data) -> int:
-    """CRC64 (from 0) of ``data``, a power-of-two length >= _NP_MIN, lanes computed in parallel."""
+    """CRC64 (from 0) of ``data``, a power-of-two length >= _NP_MIN: contiguous lanes hashed
+    side by side 8 bytes at a time (slice-by-8), then combined pairwise with shift operators."""
     lanes = min(_NP_LANES, len(data) // 64)
     lane = len(data) // lanes
-    table = _np_table()
-    cols = np.frombuffer(data, dtype=np.uint8).reshape(lanes, lane).T.copy()
+    rows = _np_slice8_tables()
+    words = np.frombuffer(data, dtype="<u8").reshape(lanes, lane // 8).T.copy()
     crc = np.zeros(lanes, dtype=np.uint64)
-    low = crc.view(np.uint8).reshape(lanes, 8)[:, 0]
-    idx = np.empty(lanes, dtype=np.uint8)
-    tmp = np.empty(lanes, dtype=np.uint64)
-    eight = np.uint64(8)
-    for i in range(lane):
-        np.bitwise_xor(low, cols[i], out=idx)
-        np.right_shift(crc, eight, out=tmp)
-        np.take(table, idx, out=crc)
-        crc ^= tmp
+    for i in range(lane // 8):
+        crc ^= words[i]
+        as_bytes = crc.view(np.uint8).reshape(lanes, 8)  # byte j of each register (little-endian)
+        out = rows[7][as_bytes[:, 0]]
+        for j in range(1, 8):
+            out ^= rows[7 - j][as_bytes[:, j]]
+        crc = out
     seg = lane
     while crc.shape[0] > 1:
         crc = _np_apply_shift(_np_shift_tables(seg), np.ascontiguousarray(crc[0::2])) ^ crc[1::2]
