@@ -121,12 +121,6 @@ _NP_LANES = 1 << 14  # lanes computed side by side (tuned: fits the CPU caches)
 _np_cache: dict = {}
 
 
-def _np_table():
-    if "table" not in _np_cache:
-        _np_cache["table"] = np.array(_TABLE, dtype=np.uint64)
-    return _np_cache["table"]
-
-
 def _np_shift_tables(nbytes: int):
     """8x256 tables applying "feed ``nbytes`` zero bytes" to uint64 registers, one byte at a time."""
     key = ("shift", nbytes)
