@@ -14,6 +14,9 @@ declare -A NEED=(
   [mariadb-binlog]=mariadb-client [mariadb-install-db]=mariadb-server [mariadb-backup]=mariadb-backup
   [redis-server]=redis-server [redis-cli]=redis-tools [redis-check-rdb]=redis-server [zstd]=zstd
   [sshd]=openssh-server [ssh]=openssh-client [ip]=iproute2 [rsync]=rsync
+  [swift-proxy-server]=swift-proxy [swift-account-server]=swift-account
+  [swift-container-server]=swift-container [swift-object-server]=swift-object [swift-ring-builder]=swift
+  [memcached]=memcached
 )
 missing=()
 for bin in "${!NEED[@]}"; do
