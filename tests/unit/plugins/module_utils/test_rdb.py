@@ -191,3 +191,13 @@ def test_large_values_checksum_the_same_whatever_the_chunking(chunk):
     damaged = bytearray(finish(body))
     damaged[200_000] ^= 1
     assert "CRC64 mismatch" in check(bytes(damaged), chunk_size=chunk).error
+
+
+def test_without_numpy_the_same_checksums_come_out(monkeypatch):
+    big = os.urandom(200_003)
+    data = finish(b"REDIS0010\xfe\x00" + b"\x00" + enc_str(b"big") + enc_str(big))
+    with_numpy = check(data, chunk_size=65_000)
+    monkeypatch.setattr(rdb, "HAS_NUMPY", False)
+    without = check(data, chunk_size=65_000)
+    assert with_numpy.ok and without.ok
+    assert with_numpy.crc_computed == without.crc_computed == rdb._crc64_py(0, data[:-8])
