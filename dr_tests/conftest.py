@@ -191,13 +191,13 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     record = item.stash.get(RECORD_KEY, None)
     if record is None or report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
         return
-    if report.when == "call":
-        record.outcome = "passed" if report.passed else "failed"
-    else:
-        record.outcome = "error"
     if not record.message and report.longrepr is not None and not report.passed:
         record.message = str(getattr(report.longrepr, "reprcrash", None) and report.longrepr.reprcrash.message
                              or report.longrepr)[:2000]
+    if report.when != "call" or record.message.startswith("not drillable"):
+        record.outcome = "error"
+    else:
+        record.outcome = "passed" if report.passed else "failed"
     report.drill_record = record
     report.user_properties.append(("drill", json.dumps(record.history_entry())))
     extras = getattr(report, "extras", [])

@@ -216,7 +216,12 @@ class Step:
 
 
 class PlaybookFailed(Exception):
-    """A playbook exited non-zero; the message names it and ends with its last output lines."""
+    """A playbook exited non-zero (or is missing); the message names it and ends with its last
+    output lines; ``step`` is its timeline entry when it ran."""
+
+    def __init__(self, message: str, step: Step | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 def run_playbook(inventory: Path, playbook: str, extra_vars: dict, log_dir: Path, kind: str = "recovery",

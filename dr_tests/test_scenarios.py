@@ -152,13 +152,13 @@ def test_drill(scenario: dict, inventory: DrillInventory, steady_lab: list, dril
     for entry in scenario.get("recovery", []):
         extra_vars = fill(dict(entry.get("extra_vars") or {}), backup_id)
         if backup_path:
-            extra_vars["lifeboat_store"] = backup_path
+            extra_vars["lifeboat_source_store"] = backup_path
         try:
             record.steps.append(measure.run_playbook(inventory.path, entry["playbook"], extra_vars, log_dir))
         except PlaybookFailed as err:
-            if len(err.args) > 1:
-                record.steps.append(err.args[1])
-            failures.append(f"recovery failed: {err.args[0]}")
+            if err.step:
+                record.steps.append(err.step)
+            failures.append(f"recovery failed: {err}")
             break
     record.recovered_at = time.time()
 
@@ -184,7 +184,7 @@ def test_drill(scenario: dict, inventory: DrillInventory, steady_lab: list, dril
         problems = measure.steady_state_problems(inventory)
         if problems:
             failures.append("steady state not restored: " + "; ".join(problems))
-    failures = target_failures(record) + failures
+    failures = failures + target_failures(record)
     if failures:
         record.message = "\n".join(failures)
         pytest.fail(record.message, pytrace=False)
