@@ -392,7 +392,8 @@ class S3Target:
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: Optional[str] = None,
                  region: str = "us-east-1", access_key: Optional[str] = None, secret_key: Optional[str] = None,
                  part_size: int = DEFAULT_PART_SIZE, verify: str = "etag", create_bucket: bool = False,
-                 concurrency: int = 2) -> None:
+                 concurrency: int = 2, credentials_file: Optional[str] = None, profile: Optional[str] = None
+                 ) -> None:
         if not HAS_BOTO3:
             raise DependencyMissing("the S3 off-site target needs boto3", hint="pip install boto3")
         if part_size < 5 * 1024 * 1024:
@@ -405,12 +406,26 @@ class S3Target:
                             s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=60,
                             request_checksum_calculation="when_required",
                             response_checksum_validation="when_required")
-        self.client = boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=access_key,
-                                   aws_secret_access_key=secret_key, config=config)
+        self.client = self._session(credentials_file, profile).client(
+            "s3", endpoint_url=endpoint_url, aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+            config=config)
         self.transfer = TransferConfig(multipart_threshold=self.part_size, multipart_chunksize=self.part_size,
                                        max_concurrency=concurrency, use_threads=concurrency > 1)
         if create_bucket:
             self._ensure_bucket()
+
+    @staticmethod
+    def _session(credentials_file: Optional[str], profile: Optional[str]):
+        """A boto3 session reading an AWS-style credentials file (0600) when given."""
+        if not credentials_file:
+            return boto3.session.Session(profile_name=profile)
+        import botocore.session
+
+        core = botocore.session.Session()
+        core.set_config_variable("credentials_file", str(credentials_file))
+        if profile:
+            core.set_config_variable("profile", profile)
+        return boto3.session.Session(botocore_session=core)
 
     def describe(self) -> dict[str, Any]:
         return {"type": "s3", "bucket": self.bucket, "prefix": self.prefix, "endpoint_url": self.endpoint_url}
