@@ -6,13 +6,16 @@ Generates ``--size`` MB of data in the database ``lbbench`` (several InnoDB tabl
 mixed types, secondary indexes), then times, each ``--repeat`` times (medians):
 
 * ``mariadb-dump --single-transaction | zstd -3``   and   ``mariadb-dump | gzip``
-* ``mydumper`` / ``myloader`` when installed (noted as absent otherwise)
+* ``mydumper -t 2 -c`` / ``myloader -t 2`` when installed (apt package ``mydumper``; noted as absent otherwise)
 * ``mariadb < dump.sql`` into a fresh database
-* Lifeboat backup (compression + encryption + hashing on) and restore
-  (staged load + verification, into a fresh database)
+* Lifeboat backup (compression + encryption + hashing on, ``--method``, default ``auto``)
+  and restore (staged load + verification, into a fresh database)
 
-Each Lifeboat run is a child process, so its peak RSS is measured alone.
-Goals: backup >= 0.9x the speed of dump|zstd, restore >= 1.5x ``mariadb < dump.sql``,
+The tools run one after the other inside each repetition, so they see the same
+machine load; ``uptime``'s load average is recorded before and after.
+Each Lifeboat run is a child process (start-up included), so its peak RSS is measured alone.
+Goals (speed ratios peer time / Lifeboat time): backup >= 0.9x dump|zstd, >= 2.5x dump|gzip,
+>= 1.5x mydumper; restore >= 1.0x myloader and about 1.5x ``mariadb < dump.sql``;
 peak RSS < 150 MB. Results go to ``bench/results/mysql.json``.
 """
 
@@ -116,15 +119,26 @@ def child_main(argv: list[str]) -> None:
     from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_backup as mb
     from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_restore as mr
 
-    op, store, key_file, parallel = argv[0], argv[1], argv[2], int(argv[3])
+    op, store, key_file, parallel, method = argv[0], argv[1], argv[2], int(argv[3]), argv[4]
     params = lab_params()
     ring = keys.KeyRing.from_options(key_file=key_file)
     if op == "backup":
-        mb.run_backup(store, ring, params, databases=[DB], parallel=parallel, include_users=False)
+        mb.run_backup(store, ring, params, databases=[DB], parallel=parallel, include_users=False, method=method)
     else:
         run_sql(params, f"DROP DATABASE IF EXISTS {DB}_lb")
         mr.restore_mysql_from(mr.open_backup_set(store), ring, params, databases=[DB], mode="side_by_side",
                               rename_to={DB: f"{DB}_lb"}, parallel=parallel)
+
+
+def load_average() -> float:
+    """The 1-minute load average (``uptime``)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def ratio(times: dict[str, float], peer: str, ours: str) -> Any:
+    if peer not in times or ours not in times:
+        return None
+    return round(times[peer] / times[ours], 2)
 
 
 def main() -> None:
@@ -132,6 +146,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=100, help="dataset size in MB (row data)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--method", default="auto", choices=["auto", "native", "tsv"], help="Lifeboat dump method")
     ap.add_argument("--keep", action="store_true", help="keep the bench databases afterwards")
     args = ap.parse_args()
     params = lab_params()
@@ -139,8 +154,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lbbench-"))
     times: dict[str, list[float]] = {}
     rss: dict[str, int] = {}
+    loads = [load_average()]
     key_file = work / "kek.key"
     keys.create_key_file(key_file)
+    have_mydumper = bool(shutil.which("mydumper") and shutil.which("myloader"))
+    backup_key, restore_key = "lifeboat backup", "lifeboat restore (load+verify)"
     with my.option_file(params) as cnf:
         dump = f"mariadb-dump --defaults-extra-file={cnf} --single-transaction --routines --triggers --events"
         client = f"mariadb --defaults-extra-file={cnf}"
@@ -149,44 +167,54 @@ def main() -> None:
                 timed(lambda: shell(f"{dump} {DB} | zstd -3 -q > {work}/dump.sql.zst")))
             times.setdefault("mariadb-dump|gzip", []).append(
                 timed(lambda: shell(f"{dump} {DB} | gzip > {work}/dump.sql.gz")))
+            if have_mydumper:
+                shutil.rmtree(work / "mydumper", ignore_errors=True)
+                times.setdefault("mydumper -t 2 -c", []).append(timed(lambda: shell(
+                    f"mydumper --defaults-file={cnf} -B {DB} -o {work}/mydumper -t {args.parallel} -c -v 1")))
+                run_sql(params, f"DROP DATABASE IF EXISTS {DB}_myl")
+                times.setdefault("myloader -t 2", []).append(timed(lambda: shell(
+                    f"myloader --defaults-file={cnf} -d {work}/mydumper -B {DB}_myl -t {args.parallel} -v 1")))
             shell(f"zstd -d -q -f {work}/dump.sql.zst -o {work}/dump.sql")
             run_sql(params, f"DROP DATABASE IF EXISTS {DB}_plain", f"CREATE DATABASE {DB}_plain")
             times.setdefault("mariadb < dump.sql", []).append(
                 timed(lambda: shell(f"{client} {DB}_plain < {work}/dump.sql")))
             store = work / f"store{i}"
-            t, peak = child(["_child", "backup", str(store), str(key_file), str(args.parallel)])
-            times.setdefault("lifeboat backup", []).append(t)
-            rss["lifeboat backup"] = max(rss.get("lifeboat backup", 0), peak)
-            t, peak = child(["_child", "restore", str(store), str(key_file), str(args.parallel)])
-            times.setdefault("lifeboat restore (load+verify)", []).append(t)
-            rss["lifeboat restore (load+verify)"] = max(rss.get("lifeboat restore (load+verify)", 0), peak)
+            t, peak = child(["_child", "backup", str(store), str(key_file), str(args.parallel), args.method])
+            times.setdefault(backup_key, []).append(t)
+            rss[backup_key] = max(rss.get(backup_key, 0), peak)
+            t, peak = child(["_child", "restore", str(store), str(key_file), str(args.parallel), args.method])
+            times.setdefault(restore_key, []).append(t)
+            rss[restore_key] = max(rss.get(restore_key, 0), peak)
             shutil.rmtree(store)
-        if shutil.which("mydumper") and shutil.which("myloader"):
-            times["mydumper"] = [timed(lambda: shell(
-                f"mydumper --defaults-extra-file={cnf} -B {DB} -o {work}/mydumper -t {args.parallel} -c"))]
-    have_mydumper = bool(shutil.which("mydumper") and shutil.which("myloader"))
+            loads.append(load_average())
     medians = {k: round(statistics.median(v), 3) for k, v in times.items()}
     result = {
         "size_mb": args.size, "rows": rows, "repeat": args.repeat, "parallel": args.parallel,
-        "cpus": os.cpu_count(), "median_s": medians, "runs_s": times,
+        "method": args.method, "cpus": os.cpu_count(), "load_average_1m": loads,
+        "median_s": medians, "runs_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
         "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in rss.items()},
         "dump_bytes": {"zstd": (work / "dump.sql.zst").stat().st_size, "gzip": (work / "dump.sql.gz").stat().st_size,
                        "plain": (work / "dump.sql").stat().st_size},
-        "mydumper": "measured" if have_mydumper else "not installed (apt package mydumper); not measured",
+        "mydumper": "measured (Debian package mydumper 0.10)" if have_mydumper
+        else "not installed (apt-get install mydumper); not measured",
         "ratios": {
-            "backup_speed_vs_dump_zstd": round(medians["mariadb-dump|zstd-3"] / medians["lifeboat backup"], 2),
-            "restore_speed_vs_mariadb_load": round(medians["mariadb < dump.sql"]
-                                                   / medians["lifeboat restore (load+verify)"], 2),
+            "backup_speed_vs_dump_zstd": ratio(medians, "mariadb-dump|zstd-3", backup_key),
+            "backup_speed_vs_dump_gzip": ratio(medians, "mariadb-dump|gzip", backup_key),
+            "backup_speed_vs_mydumper": ratio(medians, "mydumper -t 2 -c", backup_key),
+            "restore_speed_vs_myloader": ratio(medians, "myloader -t 2", restore_key),
+            "restore_speed_vs_mariadb_load": ratio(medians, "mariadb < dump.sql", restore_key),
         },
-        "goals": {"backup_speed_vs_dump_zstd": ">= 0.9", "restore_speed_vs_mariadb_load": ">= 1.5",
-                  "peak_rss_mb": "< 150"},
+        "goals": {"backup_speed_vs_dump_zstd": ">= 0.9", "backup_speed_vs_dump_gzip": ">= 2.5",
+                  "backup_speed_vs_mydumper": ">= 1.5", "restore_speed_vs_myloader": ">= 1.0",
+                  "restore_speed_vs_mariadb_load": "~1.5", "peak_rss_mb": "< 150"},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("size_mb", "median_s", "ratios", "peak_rss_mb")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("size_mb", "load_average_1m", "median_s", "ratios", "peak_rss_mb")},
+                     indent=2))
     shutil.rmtree(work)
     if not args.keep:
-        run_sql(params, *[f"DROP DATABASE IF EXISTS {d}" for d in (DB, f"{DB}_plain", f"{DB}_lb")])
+        run_sql(params, *[f"DROP DATABASE IF EXISTS {d}" for d in (DB, f"{DB}_plain", f"{DB}_lb", f"{DB}_myl")])
 
 
 if __name__ == "__main__":

@@ -33,13 +33,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
@@ -63,7 +64,8 @@ OBJECTS_ARTIFACT = "objects.sql.zst.enc"
 USERS_ARTIFACT = "users.sql.zst.enc"
 METADATA_JSON = "mysql_backup_metadata.json"
 POSITION_JSON = "binlog_position.json"
-METADATA_FORMAT = 1
+METADATA_FORMAT = 1                # sets whose tables are all ``native``
+TSV_METADATA_FORMAT = 2            # sets with ``tsv`` tables (older restores refuse them cleanly)
 STATEMENT_BYTES = 1 << 20          # target size of one multi-row INSERT (bytes)
 MAX_FETCH_ROWS = 2000
 BLOCK_MARK = "-- LIFEBOAT "        # a line starting an object block in schema/objects artifacts
@@ -85,6 +87,7 @@ class Column:
     name: str
     type: str
     charset: Optional[str] = None
+    nullable: bool = True
 
     def select_expr(self) -> str:
         """SQL expression rendering the value as a SQL literal (``NULL`` for NULL), no raw newline."""
@@ -100,7 +103,7 @@ class Column:
         return f"REPLACE(QUOTE({col}),'\\n','\\\\n')"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "charset": self.charset}
+        return {"name": self.name, "type": self.type, "charset": self.charset, "nullable": self.nullable}
 
 
 @dataclass
@@ -113,6 +116,7 @@ class TableSpec:
     order_by: list[str]
     approx_bytes: int = 0
     avg_row_bytes: int = 0
+    method: str = "native"
 
     @property
     def key(self) -> str:
@@ -124,6 +128,8 @@ class TableSpec:
 
     @property
     def artifact(self) -> str:
+        if self.method == "tsv":
+            return tsv_artifact_name(self.db, self.table)
         return data_artifact_name(self.db, self.table)
 
     def insert_prefix(self, table: Optional[str] = None) -> bytes:
@@ -134,11 +140,12 @@ class TableSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"db": self.db, "table": self.table, "artifact": self.artifact,
                 "columns": [c.to_dict() for c in self.columns], "order_by": self.order_by,
-                "hash_mode": self.hash_mode}
+                "hash_mode": self.hash_mode if self.method == "native" else "stream", "method": self.method}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TableSpec:
-        return cls(d["db"], d["table"], [Column(**c) for c in d["columns"]], list(d["order_by"]))
+        return cls(d["db"], d["table"], [Column(**c) for c in d["columns"]], list(d["order_by"]),
+                   method=d.get("method", "native"))
 
 
 def row_select_sql(spec: TableSpec, db: Optional[str] = None, table: Optional[str] = None) -> str:
@@ -153,6 +160,11 @@ def row_select_sql(spec: TableSpec, db: Optional[str] = None, table: Optional[st
 def data_artifact_name(db: str, table: str) -> str:
     """``data.<db>.<table>.sql.zst.enc`` with every byte outside [A-Za-z0-9_-] %-encoded."""
     return f"data.{_safe(db)}.{_safe(table)}.sql.zst.enc"
+
+
+def tsv_artifact_name(db: str, table: str) -> str:
+    """``data.<db>.<table>.tsv.zst.enc`` (the ``tsv`` method), names encoded as :func:`data_artifact_name`."""
+    return f"data.{_safe(db)}.{_safe(table)}.tsv.zst.enc"
 
 
 def _safe(name: str) -> str:
@@ -255,6 +267,209 @@ def dump_table(conn: Any, spec: TableSpec, out: Any, meter: Optional[Callable[[i
     return {"rows": hasher.rows, "checksum": hasher.hexdigest(), "plaintext_bytes": written}
 
 
+# --------------------------------------------------------------------------- tsv method
+# The ``tsv`` method streams a table as the ``mariadb`` client prints it in batch mode:
+# one line per row, fields separated by TAB, TAB/LF/backslash/NUL escaped as \t \n \\ \0,
+# every value in its column's own character set (``character_set_results = binary``),
+# so no server-side formatting and no per-row Python. The client prints SQL NULL as the
+# bare word ``NULL``, which a string, BLOB or BIT value can also be; so every row ends with
+# NULL masks: field k of a row is NULL iff bit (k % MASK_BITS) of mask (k // MASK_BITS) of
+# the nullable columns is set. ``mysql_restore`` loads it with ``LOAD DATA`` (see
+# :func:`tsv_load_sql`). Row count = number of LF; checksum = sha256 of the whole stream.
+METHODS = ("auto", "native", "tsv")
+TSV_MIN_BYTES = 8 << 20            # ``auto``: tables at least this big (information_schema size) use tsv
+MASK_BITS = 60
+READ_CHUNK = 1 << 20
+TSV_CLIENT_OPTIONS = ("--batch", "--skip-column-names", "--quick", "--unbuffered", "--default-character-set=utf8mb4",
+                      "--max-allowed-packet=1G")
+
+
+def nullable_columns(spec: TableSpec) -> list[Column]:
+    """The columns that carry a bit in the NULL masks, in column order."""
+    return [c for c in spec.columns if c.nullable]
+
+
+def tsv_select_sql(spec: TableSpec, db: Optional[str] = None, table: Optional[str] = None) -> str:
+    """The query the ``tsv`` method streams: stored columns as they are, then the NULL masks, in key order."""
+    fields = [my.quote_ident(c.name) for c in spec.columns]
+    nullable = nullable_columns(spec)
+    for start in range(0, len(nullable), MASK_BITS):
+        group = nullable[start:start + MASK_BITS]
+        fields.append("+".join(f"(({my.quote_ident(c.name)} IS NULL) << {k})" for k, c in enumerate(group)))
+    sql = f"SELECT {', '.join(fields)} FROM {my.qualified(db or spec.db, table or spec.table)}"
+    if spec.order_by:
+        sql += " ORDER BY " + ",".join(my.quote_ident(c) for c in spec.order_by)
+    return sql
+
+
+def tsv_load_sql(spec: TableSpec, path: str, db: str, table: Optional[str] = None) -> str:
+    """``LOAD DATA LOCAL INFILE`` reading a :func:`tsv_select_sql` stream from ``path`` into ``db``.``table``."""
+    targets, sets = [], []
+    nullable = {c.name: i for i, c in enumerate(nullable_columns(spec))}
+    for i, col in enumerate(spec.columns):
+        if col.name not in nullable:
+            targets.append(my.quote_ident(col.name))
+            continue
+        k = nullable[col.name]
+        targets.append(f"@v{i}")
+        sets.append(f"{my.quote_ident(col.name)} = IF(@m{k // MASK_BITS} & {1 << (k % MASK_BITS)}, NULL, @v{i})")
+    targets += [f"@m{g}" for g in range((len(nullable) + MASK_BITS - 1) // MASK_BITS)]
+    quoted_path = path.replace("\\", "\\\\").replace("'", "\\'")
+    sql = (f"LOAD DATA LOCAL INFILE '{quoted_path}' INTO TABLE {my.qualified(db, table or spec.table)}"
+           " CHARACTER SET binary FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
+           f" ({', '.join(targets)})")
+    if sets:
+        sql += " SET " + ", ".join(sets)
+    return sql
+
+
+def choose_methods(tables: Sequence[TableSpec], method: str, parallel: int) -> None:
+    """Set ``spec.method`` of every table: ``native``, ``tsv``, or ``auto``.
+
+    ``auto``: tables of at least :data:`TSV_MIN_BYTES` use ``tsv``, smaller ones
+    ``native`` (whose checksum a restore recomputes from the restored table). With
+    ``parallel`` 1 one connection does everything, so the whole backup uses ``tsv``
+    as soon as one table is big.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown mysql dump method {method!r}", hint=f"use one of {', '.join(METHODS)}")
+    if method == "auto":
+        big = {t.key for t in tables if t.approx_bytes >= TSV_MIN_BYTES}
+        if parallel == 1 and big:
+            big = {t.key for t in tables}
+        for t in tables:
+            t.method = "tsv" if t.key in big else "native"
+    else:
+        for t in tables:
+            t.method = method
+
+
+class TsvSession:
+    """One ``mariadb`` client process in batch mode, fed SQL on stdin, inside the backup's snapshot.
+
+    :meth:`begin` starts its consistent snapshot and returns the session's
+    ``binlog_snapshot_*`` status; :meth:`dump` streams one table into a writer.
+    Responses are framed by a random marker line (``SELECT '<marker>'``) that no row
+    of a table can equal (a row of two or more columns has a TAB; the marker is 128
+    random bits). Credentials reach the client only through the 0600 option file.
+    """
+
+    def __init__(self, tool: str, defaults_file: str) -> None:
+        import secrets
+
+        self.marker = ("lifeboat-end-" + secrets.token_hex(16)).encode()
+        argv = my.tool_argv(tool, defaults_file, *TSV_CLIENT_OPTIONS)
+        self.tool = argv[0]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._errors: list[bytes] = []
+        self._stderr = threading.Thread(target=lambda: self._errors.append(self.proc.stderr.read()), daemon=True)
+        self._stderr.start()
+        self._carry = b""
+
+    def _send(self, sql: str) -> None:
+        try:
+            self.proc.stdin.write(sql.encode("utf-8", "surrogateescape") + f";\nSELECT '{self.marker.decode()}';\n"
+                                  .encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise self._failure("sending a query") from None
+
+    def _failure(self, what: str) -> LifeboatError:
+        self.proc.kill()
+        self.proc.wait()
+        self._stderr.join(5)
+        stderr = b"".join(self._errors).decode("utf-8", "replace").strip()
+        return tool_failure(what, self.tool, self.proc.returncode, stderr or "the client ended early")
+
+    def _responses(self, what: str) -> Iterator[bytes]:
+        """Yield the output of the query just sent, in big pieces, up to (not including) its marker line."""
+        fd = self.proc.stdout.fileno()
+        tail = b"\n" + self.marker + b"\n"
+        data, at_start = self._carry, True
+        while True:
+            if at_start and data.startswith(tail[1:]):
+                self._carry = data[len(tail) - 1:]
+                return
+            found = data.find(tail)
+            if found >= 0:
+                yield data[:found + 1]
+                self._carry = data[found + len(tail):]
+                return
+            keep = len(tail) - 1
+            if len(data) > keep:
+                yield data[:-keep]
+                data = data[-keep:]
+                at_start = False
+            chunk = os.read(fd, READ_CHUNK)
+            if not chunk:
+                raise self._failure(what)
+            data += chunk
+
+    def begin(self) -> dict[str, str]:
+        """Start the session's consistent snapshot; return its ``binlog_snapshot_*`` status (lowercase names)."""
+        self._send("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ; SET time_zone = '+00:00';"
+                   " SET character_set_results = binary; START TRANSACTION WITH CONSISTENT SNAPSHOT;"
+                   " SHOW STATUS LIKE 'binlog_snapshot_%'")
+        text = b"".join(self._responses("opening a consistent snapshot")).decode("utf-8", "replace")
+        status = {}
+        for line in text.splitlines():
+            name, _tab, value = line.partition("\t")
+            status[name.lower()] = value
+        return status
+
+    def dump(self, spec: TableSpec, out: Any, meter: Optional[Callable[[int], None]] = None) -> dict:
+        """Stream ``spec`` (``tsv_select_sql``) into ``out``; return ``{"rows", "plaintext_bytes"}``."""
+        self._send(tsv_select_sql(spec))
+        rows = written = 0
+        for piece in self._responses(f"dumping {spec.key}"):
+            rows += piece.count(b"\n")
+            out.write(piece)
+            written += len(piece)
+            if meter:
+                meter(len(piece))
+        return {"rows": rows, "plaintext_bytes": written}
+
+    def close(self, commit: bool = True) -> None:
+        """End the snapshot and the client; a failure of the client here fails the backup."""
+        if self.proc.poll() is None:
+            try:
+                if commit:
+                    self.proc.stdin.write(b"COMMIT;\n")
+                self.proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+            if not commit:
+                self.proc.kill()
+        rc = self.proc.wait()
+        self._stderr.join(5)
+        stderr = b"".join(self._errors).decode("utf-8", "replace").strip()
+        if commit and (rc != 0 or re.search(r"\berror\b", stderr, re.I)):
+            raise tool_failure("ending the dump session", self.tool, rc, stderr)
+
+
+def recompute_from_artifact(reader: Any, table: dict[str, Any]) -> dict[str, Any]:
+    """Row count and checksum of one table recomputed from its data artifact (``reader``: plaintext).
+
+    Works for both methods (the table's metadata entry says which); compare the result
+    with the entry's ``rows`` and ``checksum``. Reads the artifact once, in big pieces.
+    """
+    if table.get("method", "native") == "tsv":
+        digest, rows = hashlib.sha256(), 0
+        while True:
+            chunk = reader.read(READ_CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            rows += chunk.count(b"\n")
+        return {"rows": rows, "checksum": "tsv-sha256:" + digest.hexdigest()}
+    hasher = RowHasher(table.get("hash_mode", "ordered"))
+    for line in reader.read().split(b"\n"):
+        line = line.rstrip(b";").rstrip(b",")
+        if line.startswith(b"("):
+            hasher.update([line])
+    return {"rows": hasher.rows, "checksum": hasher.hexdigest()}
+
+
 # --------------------------------------------------------------------------- discovery
 def list_databases(conn: Any, wanted: Optional[Iterable[str]] = None) -> list[str]:
     """Non-system databases (all, or ``wanted`` after checking each exists: NotFound otherwise)."""
@@ -291,14 +506,15 @@ def discover_tables(conn: Any, databases: Sequence[str]) -> tuple[list[TableSpec
 
 
 def _columns(conn: Any, marks: str, databases: Sequence[str]) -> dict[tuple[str, str], list[Column]]:
-    rows = my.query_all(conn, "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME, EXTRA"
-                        f" FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN ({marks})"
+    rows = my.query_all(conn, "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME, EXTRA,"
+                        f" IS_NULLABLE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN ({marks})"
                         " ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION", list(databases))
     out: dict[tuple[str, str], list[Column]] = {}
-    for db, table, name, dtype, charset, extra in rows:
+    for db, table, name, dtype, charset, extra, nullable in rows:
         if "GENERATED" in _s(extra or "").upper():
             continue  # generated columns are recomputed by the server on load
-        out.setdefault((_s(db), _s(table)), []).append(Column(_s(name), _s(dtype).lower(), _s(charset)))
+        out.setdefault((_s(db), _s(table)), []).append(Column(_s(name), _s(dtype).lower(), _s(charset),
+                                                              _s(nullable) == "YES"))
     return out
 
 
@@ -427,23 +643,28 @@ def _block_statement(lines: list[str]) -> str:
 # --------------------------------------------------------------------------- snapshot
 @dataclass
 class Snapshot:
-    """Worker connections inside one consistent snapshot and that snapshot's binlog position."""
+    """Worker connections and ``mariadb`` client sessions inside one consistent snapshot, and its binlog position."""
 
     workers: list[Any]
     position: Optional[dict[str, Any]]
     method: str
     lock_s: float = 0.0
+    sessions: list[TsvSession] = field(default_factory=list)
 
 
 def open_snapshot(params: my.ConnParams, control: Any, flavor: my.Flavor, n_workers: int,
-                  read_schema: Callable[[], Any]) -> tuple[Snapshot, Any]:
-    """Open ``n_workers`` raw connections in one consistent snapshot; run ``read_schema`` inside it.
+                  read_schema: Callable[[], Any], n_sessions: int = 0,
+                  defaults_file: Optional[str] = None) -> tuple[Snapshot, Any]:
+    """Open ``n_workers`` raw connections and ``n_sessions`` :class:`TsvSession` in one consistent snapshot.
 
-    Returns (snapshot, read_schema()). Holds FLUSH TABLES WITH READ LOCK only when
-    n_workers > 1 or the server cannot report a snapshot's binlog position.
+    Runs ``read_schema`` inside it; returns (snapshot, read_schema()). Holds FLUSH
+    TABLES WITH READ LOCK only when more than one connection is opened or the server
+    cannot report a snapshot's binlog position. ``defaults_file`` (the option file of
+    the client sessions) is needed when ``n_sessions`` > 0.
     """
-    use_lock = n_workers > 1 or not flavor.has_binlog_snapshot_status
+    use_lock = n_workers + n_sessions > 1 or not flavor.has_binlog_snapshot_status
     workers: list[Any] = []
+    sessions: list[TsvSession] = []
     locked_at = time.monotonic()
     try:
         if use_lock:
@@ -455,11 +676,15 @@ def open_snapshot(params: my.ConnParams, control: Any, flavor: my.Flavor, n_work
             workers.append(conn)
             my.execute(conn, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             my.execute(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        position = _snapshot_position(control, workers, flavor, use_lock)
+        sessions = [TsvSession(flavor.client_tool, defaults_file or "") for _ in range(n_sessions)]
+        statuses = [session.begin() for session in sessions]
+        position = _snapshot_position(control, workers, flavor, use_lock, statuses)
         schema = read_schema()
     except BaseException:
         for conn in workers:
             _close(conn)
+        for session in sessions:
+            session.close(commit=False)
         raise
     finally:
         if use_lock:
@@ -468,10 +693,12 @@ def open_snapshot(params: my.ConnParams, control: Any, flavor: my.Flavor, n_work
             except LifeboatError:
                 pass
     method = "ftwrl+consistent-snapshot" if use_lock else "consistent-snapshot"
-    return Snapshot(workers, position, method, time.monotonic() - locked_at if use_lock else 0.0), schema
+    return Snapshot(workers, position, method, time.monotonic() - locked_at if use_lock else 0.0,
+                    sessions), schema
 
 
-def _snapshot_position(control: Any, workers: list[Any], flavor: my.Flavor, locked: bool) -> Optional[dict]:
+def _snapshot_position(control: Any, workers: list[Any], flavor: my.Flavor, locked: bool,
+                       session_statuses: Sequence[dict[str, str]] = ()) -> Optional[dict]:
     log_bin = my.query_value(control, "SELECT @@GLOBAL.log_bin")
     if not int(log_bin or 0):
         return None
@@ -479,6 +706,8 @@ def _snapshot_position(control: Any, workers: list[Any], flavor: my.Flavor, lock
         seen = set()
         for conn in workers:
             status = {_s(k).lower(): _s(v) for k, v in my.query_all(conn, "SHOW STATUS LIKE 'binlog_snapshot_%'")}
+            seen.add((status["binlog_snapshot_file"], int(status["binlog_snapshot_position"])))
+        for status in session_statuses:
             seen.add((status["binlog_snapshot_file"], int(status["binlog_snapshot_position"])))
         if len(seen) != 1:
             raise BackupFailed(f"worker snapshots disagree on the binlog position: {sorted(seen)}",
@@ -623,29 +852,44 @@ def plan_backup(params: my.ConnParams, databases: Optional[Sequence[str]] = None
 
 @dataclass
 class _Shared:
-    """Work queue and results shared by the dump workers."""
+    """Work queues (native tables, tsv tables) and results shared by the dump workers."""
 
     queue: list[TableSpec]
+    tsv_queue: list[TableSpec] = field(default_factory=list)
     results: dict[str, dict] = field(default_factory=dict)
     error: Optional[BaseException] = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     done_bytes: int = 0
 
+    def take(self, tsv: bool) -> Optional[TableSpec]:
+        """The next table of that kind (biggest first), or None when done or after any worker failed."""
+        with self.lock:
+            queue = self.tsv_queue if tsv else self.queue
+            if self.error is not None or not queue:
+                return None
+            return queue.pop(0)
+
+    def fail(self, err: BaseException, doing: str) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = _as_lifeboat(err, doing)
+
 
 def backup_mysql_into(set_writer: Any, params: my.ConnParams, *, databases: Optional[Sequence[str]] = None,
                       parallel: int = 2, include_users: bool = True,
-                      progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+                      progress: Optional[ProgressFn] = None, method: str = "auto") -> dict[str, Any]:
     """Write the ``mysql`` component of a set into ``set_writer`` (an open backupset.SetWriter).
 
-    Does not publish: the caller does (and aborts the set on any exception raised
-    here). Returns a summary: databases, tables, rows, bytes, binlog position, gtid,
-    duration_s. Raises NotFound (unknown database), PermissionDenied (names the
-    privilege), AuthenticationFailed, ConnectionFailure, BackupFailed.
+    ``method`` (``auto``/``native``/``tsv``, see :func:`choose_methods`) decides how each
+    table is dumped. Does not publish: the caller does (and aborts the set on any
+    exception raised here). Returns a summary: databases, tables, rows, bytes, binlog
+    position, gtid, duration_s. Raises NotFound (unknown database), PermissionDenied
+    (names the privilege), AuthenticationFailed, ConnectionFailure, BackupFailed.
     """
     if parallel < 1:
         raise ConfigError("parallel must be >= 1")
     started = time.monotonic()
-    started_at = datetime.now(timezone.utc).isoformat()
+    started_at = datetime.now(timezone.utc).isoformat()  # noqa: UP017 - datetime.UTC needs 3.11 on targets
     control = my.connect(params)
     snapshot: Optional[Snapshot] = None
     try:
@@ -653,19 +897,30 @@ def backup_mysql_into(set_writer: Any, params: my.ConnParams, *, databases: Opti
         identity = my.server_identity(control, flavor)
         dbs = list_databases(control, databases)
         tables, views = discover_tables(control, dbs)
-        n_workers = max(1, min(parallel, len(tables)))
+        choose_methods(tables, method, parallel)
+        native = [t for t in tables if t.method == "native"]
+        tsv = [t for t in tables if t.method == "tsv"]
+        n_workers = min(parallel, len(native)) if native else 0
+        n_sessions = min(parallel, len(tsv)) if tsv else 0
+        if not n_workers and not n_sessions:
+            n_workers = 1
 
         def read_schema() -> tuple[bytes, bytes]:
             return (render_blocks(schema_blocks(control, dbs, tables)),
                     render_blocks(object_blocks(control, dbs, views)))
 
-        snapshot, (schema_sql, objects_sql) = open_snapshot(params, control, flavor, n_workers, read_schema)
-        log.info("snapshot open (%s, %d worker(s)), binlog position %s", snapshot.method, n_workers,
-                 snapshot.position)
+        with my.option_file(params) as cnf:
+            snapshot, (schema_sql, objects_sql) = open_snapshot(params, control, flavor, n_workers, read_schema,
+                                                                n_sessions, cnf)
+        log.info("snapshot open (%s, %d worker(s), %d client session(s)), binlog position %s", snapshot.method,
+                 n_workers, n_sessions, snapshot.position)
         _write_small(set_writer, SCHEMA_ARTIFACT, schema_sql)
         _write_small(set_writer, OBJECTS_ARTIFACT, objects_sql)
         total = sum(t.approx_bytes for t in tables)
-        results = _run_workers(set_writer, snapshot.workers, tables, ProgressMeter("mysql dump", progress, total))
+        results = _run_workers(set_writer, snapshot, native, tsv, ProgressMeter("mysql dump", progress, total))
+        sessions, snapshot.sessions = snapshot.sessions, []
+        for session in sessions:
+            session.close()
         users_bytes = None
         if include_users:
             with set_writer.artifact(COMPONENT, USERS_ARTIFACT) as out:
@@ -689,11 +944,14 @@ def backup_mysql_into(set_writer: Any, params: my.ConnParams, *, databases: Opti
                 + len(objects_sql) + (users_bytes or 0),
                 "binlog_position": snapshot.position, "gtid": (snapshot.position or {}).get("gtid"),
                 "server_identity": identity, "duration_s": round(finished - started, 3),
-                "snapshot": snapshot.method, "workers": n_workers}
+                "snapshot": snapshot.method, "workers": n_workers, "client_sessions": n_sessions,
+                "methods": {m: sum(1 for t in tables if t.method == m) for m in ("native", "tsv")}}
     finally:
         if snapshot:
             for conn in snapshot.workers:
                 _close(conn)
+            for session in snapshot.sessions:
+                session.close(commit=False)
         _close(control)
 
 
@@ -702,10 +960,14 @@ def _write_small(set_writer: Any, name: str, data: bytes) -> None:
         out.write(data)
 
 
-def _run_workers(set_writer: Any, workers: list[Any], tables: list[TableSpec], meter: ProgressMeter) -> dict:
-    shared = _Shared(queue=list(tables))
+def _run_workers(set_writer: Any, snapshot: Snapshot, native: list[TableSpec], tsv: list[TableSpec],
+                 meter: ProgressMeter) -> dict:
+    """Dump ``native`` tables on the snapshot's connections and ``tsv`` tables on its client sessions, in parallel."""
+    shared = _Shared(queue=list(native), tsv_queue=list(tsv))
     threads = [threading.Thread(target=_worker, args=(set_writer, conn, shared, meter), name=f"mysql-dump-{i}",
-                                daemon=True) for i, conn in enumerate(workers)]
+                                daemon=True) for i, conn in enumerate(snapshot.workers)]
+    threads += [threading.Thread(target=_tsv_worker, args=(set_writer, session, shared, meter),
+                                 name=f"mysql-tsv-{i}", daemon=True) for i, session in enumerate(snapshot.sessions)]
     for t in threads:
         t.start()
     for t in threads:
@@ -716,27 +978,46 @@ def _run_workers(set_writer: Any, workers: list[Any], tables: list[TableSpec], m
     return shared.results
 
 
-def _worker(set_writer: Any, conn: Any, shared: _Shared, meter: ProgressMeter) -> None:
+def _counter(shared: _Shared, meter: ProgressMeter) -> Callable[[int], None]:
     def count(n: int) -> None:
         with shared.lock:
             shared.done_bytes += n
             meter.update(shared.done_bytes)
+    return count
 
+
+def _worker(set_writer: Any, conn: Any, shared: _Shared, meter: ProgressMeter) -> None:
+    count = _counter(shared, meter)
     while True:
-        with shared.lock:
-            if shared.error is not None or not shared.queue:
-                return
-            spec = shared.queue.pop(0)
-            writer = set_writer.artifact(COMPONENT, spec.artifact, total_bytes=spec.approx_bytes or None)
+        spec = shared.take(tsv=False)
+        if spec is None:
+            return
         try:
-            with writer:
+            with set_writer.artifact(COMPONENT, spec.artifact, total_bytes=spec.approx_bytes or None) as writer:
                 result = dump_table(conn, spec, writer, count)
             with shared.lock:
                 shared.results[spec.key] = result
         except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            shared.fail(err, f"dumping {spec.key}")
+            return
+
+
+def _tsv_worker(set_writer: Any, session: TsvSession, shared: _Shared, meter: ProgressMeter) -> None:
+    """Stream tsv tables through one client session; the checksum is the artifact's plaintext sha256."""
+    count = _counter(shared, meter)
+    while True:
+        spec = shared.take(tsv=True)
+        if spec is None:
+            return
+        try:
+            with set_writer.artifact(COMPONENT, spec.artifact, total_bytes=spec.approx_bytes or None) as writer:
+                result = session.dump(spec, writer, count)
+                record = writer.close()
+            result["checksum"] = "tsv-sha256:" + record["plaintext_sha256"]
             with shared.lock:
-                if shared.error is None:
-                    shared.error = _as_lifeboat(err, f"dumping {spec.key}")
+                shared.results[spec.key] = result
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            shared.fail(err, f"dumping {spec.key}")
             return
 
 
@@ -759,15 +1040,18 @@ def _metadata(flavor: my.Flavor, identity: str, dbs: list[str], tables: list[Tab
         entry = spec.to_dict()
         entry.update(results[spec.key])
         table_meta.append(entry)
-    return {"format": METADATA_FORMAT, "engine": "lifeboat-native", **flavor.to_dict(),
+    uses_tsv = any(t.method == "tsv" for t in tables)
+    return {"format": TSV_METADATA_FORMAT if uses_tsv else METADATA_FORMAT, "engine": "lifeboat-native",
+            **flavor.to_dict(),
             "server_identity": identity, "databases": dbs, "tables": table_meta, "objects": kinds,
             "schema_artifact": SCHEMA_ARTIFACT, "objects_artifact": OBJECTS_ARTIFACT,
             "users_artifact": USERS_ARTIFACT if include_users else None,
             "snapshot": {"method": snapshot.method, "workers": len(snapshot.workers),
                          "lock_held_s": round(snapshot.lock_s, 3)},
             "binlog_position": snapshot.position, "started_at": started_at, "duration_s": round(duration_s, 3),
-            "checksum": "row texts of row_select_sql; ordered: sha256 over text+LF in key order; "
-                        "unordered: sum of sha256(text) mod 2**256"}
+            "checksum": "native tables: row texts of row_select_sql; ordered: sha256 over text+LF in key order; "
+                        "unordered: sum of sha256(text) mod 2**256. tsv tables: tsv-sha256 = sha256 of the "
+                        "tsv_select_sql stream (the artifact's plaintext), rows = its LF count"}
 
 
 def metadata_summary(meta: dict[str, Any]) -> dict[str, Any]:
@@ -800,7 +1084,7 @@ def codec_from_params(params: dict[str, Any]) -> Any:
 def run_backup(store_root: str, keyring: Any, params: my.ConnParams, *, codec: Any = None,
                databases: Optional[Sequence[str]] = None, parallel: int = 2, include_users: bool = True,
                set_type: str = "mysql", quick_verify: bool = True,
-               progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+               progress: Optional[ProgressFn] = None, method: str = "auto") -> dict[str, Any]:
     """Back up into a new set of ``set_type`` in the store and publish it (all or nothing).
 
     Returns the :func:`backup_mysql_into` summary plus ``set_id``, ``path``,
@@ -813,7 +1097,7 @@ def run_backup(store_root: str, keyring: Any, params: my.ConnParams, *, codec: A
     with store.begin_set(set_type, [COMPONENT], keyring, codec=codec, estimated_bytes=estimate,
                          progress=None) as writer:
         summary = backup_mysql_into(writer, params, databases=databases, parallel=parallel,
-                                    include_users=include_users, progress=progress)
+                                    include_users=include_users, progress=progress, method=method)
         manifest = writer.publish(quick_verify=quick_verify)
     summary.update(set_id=writer.set_id, path=str(writer.path), stored_bytes=manifest["totals"]["stored_bytes"],
                    plaintext_bytes=manifest["totals"]["plaintext_bytes"])

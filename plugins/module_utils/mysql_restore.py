@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,12 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     VerificationFailed,
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import ProgressFn, ProgressMeter, get_logger
+
+try:
+    import pymysql
+    import pymysql.converters
+except ImportError:  # pragma: no cover - mysql.require_pymysql() raises DependencyMissing
+    pass
 
 MODES = ("in_place_swap", "side_by_side", "reinit_datadir")
 STAGING_SUFFIX = "__lbrestore"
@@ -175,7 +182,7 @@ def build_plan(meta: dict[str, Any], set_id: str, *, databases: Optional[Sequenc
         plans.append(TablePlan(mb.TableSpec.from_dict(t), int(t["rows"]), t["checksum"], t["artifact"],
                                target_db, target_table, staging_name(target_db)))
     _check_unique_targets(plans)
-    suffix = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S")
+    suffix = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S")  # noqa: UP017
     return RestorePlan(set_id, mode, whole, plans, include_users or mode == "reinit_datadir", suffix)
 
 
@@ -203,7 +210,7 @@ def read_backup_metadata(backup_set: Any) -> dict[str, Any]:
     if mb.COMPONENT not in getattr(backup_set, "components", [mb.COMPONENT]):
         raise NotFound(f"set {backup_set.set_id} has no mysql component")
     meta = backup_set.read_json(mb.COMPONENT, mb.METADATA_JSON)
-    if meta.get("format") != mb.METADATA_FORMAT:
+    if meta.get("format") not in (mb.METADATA_FORMAT, mb.TSV_METADATA_FORMAT):
         raise my.ConfigError(f"mysql metadata format {meta.get('format')!r} of set {backup_set.set_id} "
                              "is not readable by this version of Lifeboat")
     return meta
@@ -238,7 +245,8 @@ def iter_statements(reader: Any, bufsize: int = READ_BYTES) -> Iterator[bytes]:
 
 def session_setup(conn: Any, write_binlog: bool, flavor: my.Flavor) -> None:
     """Fast-load settings for a restore session (this session only)."""
-    my.execute(conn, "SET SESSION foreign_key_checks = 0, unique_checks = 0")
+    my.execute(conn, "SET SESSION foreign_key_checks = 0, unique_checks = 0,"
+               " sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO')")
     if not write_binlog:
         my.execute(conn, "SET SESSION sql_log_bin = 0",
                    doing=f"disabling the binary log for the restore session (needs {flavor.skip_binlog_privilege})")
@@ -286,6 +294,123 @@ def verify_table(conn: Any, plan: TablePlan, db: Optional[str] = None, table: Op
     return got
 
 
+def connect_for_load(params: my.ConnParams) -> Any:
+    """A raw, non-autocommit connection like ``mysql.connect`` that may also run ``LOAD DATA LOCAL INFILE``.
+
+    The client only ever sends the files named in statements Lifeboat itself builds
+    (its own FIFOs); the server must allow ``local_infile`` (MariaDB's default).
+    """
+    my.require_pymysql()
+    kwargs: dict[str, Any] = dict(
+        host=params.host, port=params.port, user=params.user, password=params.password or "",
+        unix_socket=params.unix_socket, connect_timeout=params.connect_timeout, charset="utf8mb4",
+        autocommit=False, use_unicode=False, init_command="SET time_zone = '+00:00'", local_infile=True,
+        conv={k: v for k, v in pymysql.converters.conversions.items() if not isinstance(k, int)})
+    if params.ca_cert:
+        kwargs["ssl"] = {"ca": params.ca_cert, "check_hostname": bool(params.check_hostname)}
+    try:
+        return pymysql.connect(**kwargs)
+    except pymysql.err.MySQLError as err:
+        raise my.translate_error(err, f"connecting to {params.where}") from None
+
+
+class _FifoFeeder:
+    """Copies a decrypting artifact reader into a FIFO (a kernel pipe: no plaintext on disk) in a thread.
+
+    Counts the LF bytes it passes (= rows of a tsv stream). ``error`` holds what
+    stopped it early (a damaged artifact, or the reader side closing).
+    """
+
+    def __init__(self, reader: Any, path: str, meter_add: Optional[Any]) -> None:
+        self.reader, self.path, self.meter_add = reader, path, meter_add
+        self.rows = self.bytes = 0
+        self.opened = threading.Event()
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._run, name="mysql-fifo", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+        except OSError as err:
+            self.error = err
+            self.opened.set()
+            return
+        self.opened.set()
+        try:
+            while True:
+                chunk = self.reader.read(mb.READ_CHUNK)
+                if not chunk:
+                    break
+                self.rows += chunk.count(b"\n")
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+                self.bytes += len(chunk)
+                if self.meter_add:
+                    self.meter_add(len(chunk))
+        except BaseException as err:  # noqa: BLE001 - reported by finish()
+            self.error = err
+        finally:
+            os.close(fd)
+
+    def finish(self) -> None:
+        """Wait for the copy to end; unblocks a writer whose reader never opened the FIFO."""
+        if not self.opened.wait(0.05):
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+                self.opened.wait(5)
+                os.close(fd)
+            except OSError:
+                pass
+        self.thread.join()
+
+
+def load_tsv_table(conn: Any, plan: TablePlan, reader: Any, work_dir: str, record: dict[str, Any],
+                   meter_add: Optional[Any] = None) -> dict[str, Any]:
+    """Load a ``tsv`` artifact with one ``LOAD DATA LOCAL INFILE`` fed through a FIFO; verify from the stream.
+
+    Verified, with no read-back of the table: the artifact's plaintext sha256 (checked by
+    the reader at its end) equals the recorded ``tsv-sha256``; the stream's LF count, the
+    rows the server reports as inserted and the recorded row count are equal; the load
+    raised no warning (a truncated, converted, duplicate or skipped value always warns).
+    Raises VerificationFailed naming the table otherwise.
+    """
+    where = f"{plan.staging_db}.{plan.spec.table}"
+    fifo = os.path.join(work_dir, f"load-{threading.get_ident()}.tsv")
+    os.mkfifo(fifo, 0o600)
+    try:
+        feeder = _FifoFeeder(reader, fifo, meter_add)
+        try:
+            inserted = conn.query(mb.tsv_load_sql(plan.spec, fifo, plan.staging_db))
+            warnings = conn._result.warning_count if conn._result else 0
+            first_warnings = my.query_all(conn, "SHOW WARNINGS LIMIT 3") if warnings else []
+            conn.commit()
+        except Exception as err:
+            feeder.finish()
+            raise _translate(err, f"loading {plan.spec.key} into {where}") from None
+        feeder.finish()
+    finally:
+        os.unlink(fifo)
+    if feeder.error is not None:
+        raise _translate(feeder.error, f"reading the artifact of {plan.spec.key}")
+    recorded_sha = plan.checksum.split(":", 1)[-1]
+    problems = []
+    if record.get("plaintext_sha256") and record["plaintext_sha256"] != recorded_sha:
+        problems.append("the artifact's sha256 differs from the recorded checksum")
+    if not feeder.rows == inserted == plan.rows:
+        problems.append(f"{feeder.rows} rows in the stream, {inserted} inserted, {plan.rows} recorded")
+    if warnings:
+        problems.append(f"{warnings} warning(s) while loading, e.g. "
+                        + "; ".join(mb._s(w[2]) for w in first_warnings))
+    if problems:
+        raise VerificationFailed(f"restored table {where} (from {plan.spec.key}) differs from the backup: "
+                                 + "; ".join(problems),
+                                 hint="the live data was left untouched; check the server version/sql_mode "
+                                      "or use another set")
+    return {"rows": inserted, "checksum": plan.checksum, "verified_by": "stream"}
+
+
 def _translate(err: BaseException, doing: str) -> LifeboatError:
     if isinstance(err, LifeboatError):
         return err
@@ -321,12 +446,15 @@ def load_and_verify(backup_set: Any, keyring: Any, params: my.ConnParams, flavor
     state = _LoadState(queue=sorted(plans, key=lambda p: -sizes.get(p.artifact, 0)))
     meter = ProgressMeter("mysql restore", progress, sum(sizes.get(p.artifact, 0) for p in plans) or None)
     n = max(1, min(parallel, len(plans)))
-    conns = [my.connect(params, raw=True, autocommit=False) for _ in range(n)]
+    uses_tsv = any(p.spec.method == "tsv" for p in plans)
+    conns = [connect_for_load(params) if uses_tsv else my.connect(params, raw=True, autocommit=False)
+             for _ in range(n)]
+    work_dir = tempfile.mkdtemp(prefix="lifeboat-load-")  # 0700: holds only the FIFOs
     try:
         for conn in conns:
             session_setup(conn, write_binlog, flavor)
-        threads = [threading.Thread(target=_load_worker, args=(backup_set, keyring, c, state, meter), daemon=True,
-                                    name=f"mysql-load-{i}") for i, c in enumerate(conns)]
+        threads = [threading.Thread(target=_load_worker, args=(backup_set, keyring, c, state, meter, work_dir),
+                                    daemon=True, name=f"mysql-load-{i}") for i, c in enumerate(conns)]
         for t in threads:
             t.start()
         for t in threads:
@@ -334,13 +462,21 @@ def load_and_verify(backup_set: Any, keyring: Any, params: my.ConnParams, flavor
     finally:
         for conn in conns:
             mb._close(conn)
+        shutil.rmtree(work_dir, ignore_errors=True)
     if state.error is not None:
         raise state.error
     meter.finish()
     return state.results
 
 
-def _load_worker(backup_set: Any, keyring: Any, conn: Any, state: _LoadState, meter: ProgressMeter) -> None:
+def _artifact_record(backup_set: Any, plan: TablePlan) -> dict[str, Any]:
+    if not hasattr(backup_set, "artifact_record"):
+        return {}
+    return backup_set.artifact_record(mb.COMPONENT, plan.artifact)
+
+
+def _load_worker(backup_set: Any, keyring: Any, conn: Any, state: _LoadState, meter: ProgressMeter,
+                 work_dir: str) -> None:
     def add(n: int) -> None:
         with state.lock:
             state.done += n
@@ -353,12 +489,16 @@ def _load_worker(backup_set: Any, keyring: Any, conn: Any, state: _LoadState, me
             plan = state.queue.pop(0)
         try:
             with backup_set.open_artifact(mb.COMPONENT, plan.artifact, keyring) as reader:
-                load_table(conn, plan, reader, add)
+                if plan.spec.method == "tsv":
+                    result = load_tsv_table(conn, plan, reader, work_dir, _artifact_record(backup_set, plan), add)
+                else:
+                    load_table(conn, plan, reader, add)
             if plan.deferred_keys:  # sorted index build after the load: much faster than row by row
                 my.execute(conn, f"ALTER TABLE {my.qualified(plan.staging_db, plan.spec.table)} "
                            + ", ".join("ADD " + k for k in plan.deferred_keys),
                            doing=f"building the secondary indexes of {plan.spec.key}")
-            result = verify_table(conn, plan)
+            if plan.spec.method != "tsv":
+                result = verify_table(conn, plan)
             with state.lock:
                 state.results[plan.spec.key] = result
         except BaseException as err:  # noqa: BLE001 - handed to the main thread
@@ -643,7 +783,7 @@ def reinit_datadir(datadir: str, service: Any, *, install_db: str = "mariadb-ins
         service.stop()
     except LifeboatError as err:
         log.warning("stopping the MySQL service failed (%s); continuing, the datadir is moved aside", err)
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S")
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S")  # noqa: UP017
     aside = path.with_name(f"{path.name}.lbbroken_{stamp}")
     owner = path.stat().st_uid if path.exists() else os.getuid()
     if path.exists():
