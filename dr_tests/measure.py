@@ -83,14 +83,27 @@ def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def drill_allowed(inventory: Path) -> bool:
-    """True only if ``ansible-inventory --list`` shows ``lifeboat_drill_allowed: true`` on every host."""
+def raw_hostvars(inventory: Path) -> dict[str, dict]:
+    """Every host's variables as ``ansible-inventory --list`` shows them (templates unrendered)."""
     listing = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(inventory), "--list"],
                              capture_output=True, text=True, env=ansible_env(), check=False, timeout=120)
     if listing.returncode != 0:
         raise NotDrillable(f"ansible-inventory cannot read {inventory}: {listing.stderr.strip()[-500:]}")
-    hostvars = json.loads(listing.stdout).get("_meta", {}).get("hostvars", {})
+    return json.loads(listing.stdout).get("_meta", {}).get("hostvars", {})
+
+
+def drill_allowed(inventory: Path) -> bool:
+    """True only if ``ansible-inventory --list`` shows ``lifeboat_drill_allowed: true`` on every host."""
+    hostvars = raw_hostvars(inventory)
     return bool(hostvars) and all(v.get("lifeboat_drill_allowed") is True for v in hostvars.values())
+
+
+def inventory_sets(inventory: Path, name: str) -> bool:
+    """Whether any host of ``inventory`` sets variable ``name`` (False when it cannot be read)."""
+    try:
+        return any(name in values for values in raw_hostvars(inventory).values())
+    except NotDrillable:
+        return False
 
 
 def load_inventory(inventory: Path) -> DrillInventory:

@@ -40,14 +40,16 @@ def scenario_params():
 
 @pytest.fixture
 def inventory(drill_inventory: DrillInventory, scenario: dict, pytestconfig: pytest.Config) -> DrillInventory:
-    """The session inventory, or the multi-host lab for a scenario that prefers it (when it exists
-    and no --inventory was given)."""
+    """The session inventory, or the multi-host lab for a scenario that prefers it: only when it
+    exists, no --inventory was given and its hosts set ``lifeboat_drill_veth`` (the interface a
+    partition takes down); otherwise the scenario runs on the session inventory (emulated fault)."""
     if (scenario.get("prefer_inventory") == "lab-multihost" and MULTIHOST_INVENTORY.exists()
-            and not pytestconfig.getoption("--inventory")):
+            and not pytestconfig.getoption("--inventory") and measure.inventory_sets(MULTIHOST_INVENTORY,
+                                                                                   "lifeboat_drill_veth")):
         try:
             return measure.load_inventory(MULTIHOST_INVENTORY)
         except NotDrillable as err:
-            pytest.fail(f"not drillable: {err}")
+            pytest.fail(f"not drillable: {err}", pytrace=False)
     return drill_inventory
 
 
