@@ -46,8 +46,11 @@ def test_archive_is_byte_identical_and_idempotent(env):
     first = binlog.archive_binlogs(env["backup"], env["store"], env["keyring"], flush=True)
     assert first["archived"] and not first["gaps"]
     again = binlog.archive_binlogs(env["backup"], env["store"], env["keyring"])
-    assert again["archived"] == [] and again["changed"] is False
-    assert {e["file"] for e in first["archived"]} <= set(again["skipped"])
+    # other lab users may close new files meanwhile; what was archived is never shipped again
+    first_files = {e["file"] for e in first["archived"]}
+    assert not first_files & {e["file"] for e in again["archived"]}
+    assert first_files <= set(again["skipped"])
+    assert again["changed"] is bool(again["archived"])
     newest = first["archived"][-1]
     archived = binlog.open_archived(env["store"], env["keyring"], newest).read()
     on_disk = open(f"{env['datadir']}/{newest['file']}", "rb").read()
@@ -63,11 +66,14 @@ def test_flush_puts_the_newest_events_into_the_archive(env):
     marker = f"marker-{secrets.token_hex(4)}"
     mysql.execute(env["conn"], f"INSERT INTO {env['db']}.t (v) VALUES (%s)", (marker,))
     without = binlog.archive_binlogs(env["backup"], env["store"], env["keyring"], flush=False)
-    assert without["archived"] == []  # the insert is still in the active file
+    # the insert is still in the active file (unless another lab user rotated it meanwhile)
+    rotated = pitr.find(env["store"], env["keyring"], marker, identity=without["identity"])
     result = binlog.archive_binlogs(env["backup"], env["store"], env["keyring"], flush=True)
-    assert len(result["archived"]) == 1
+    assert result["archived"] or rotated
     found = pitr.find(env["store"], env["keyring"], marker, identity=result["identity"])
-    assert len(found) == 1 and found[0]["file"] == result["archived"][0]["file"]
+    assert len(found) == 1
+    if not rotated:
+        assert found[0]["file"] == result["archived"][-1]["file"]
 
 
 def test_purged_binlog_is_reported_as_gap_and_plans_across_it_are_refused(env):
