@@ -17,6 +17,9 @@ serialise the whole dataset):
   RSS (``ru_maxrss``) is its own.
 
 ``ratio`` = baseline_time / lifeboat_time (goal >= 1.0); ``lifeboat_peak_rss_mb`` goal < 100.
+Client CPU seconds (user+sys of redis-cli+zstd, of the Lifeboat process; the server's
+fork excluded) and the load average are recorded too: on a shared machine wall time
+is noisy, CPU time much less so.
 Results: a table on stdout and JSON in ``bench/results/redis.json``.
 """
 
@@ -88,16 +91,26 @@ def fill(port: int, password: str, size_mb: int, seed: int = 11) -> dict:
     return {"keys": keys, "approx_bytes": done}
 
 
-def run_baseline(port: int, password: str, out: Path) -> float:
-    """``redis-cli --rdb`` then ``zstd -3``; the password goes through the environment."""
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_baseline(port: int, password: str, out: Path, cpu: list | None = None) -> float:
+    """``redis-cli --rdb`` then ``zstd -3``; the password goes through the environment.
+    Returns wall seconds; appends the two programs' CPU seconds (user+sys) to ``cpu``."""
     for p in (out, out.with_suffix(out.suffix + ".zst")):
         p.unlink(missing_ok=True)
     env = {**os.environ, "REDISCLI_AUTH": password}
+    cpu_before = _children_cpu_s()
     start = time.perf_counter()
     subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "--rdb", str(out)], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     subprocess.run(["zstd", "-3", "-T1", "-q", "-f", str(out)], check=True)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    if cpu is not None:
+        cpu.append(_children_cpu_s() - cpu_before)
+    return elapsed
 
 
 def child_backup(args: argparse.Namespace) -> int:
@@ -115,12 +128,14 @@ def child_backup(args: argparse.Namespace) -> int:
     keyring = KeyRing(FileKEK.load(args.key))
     shutil.rmtree(args.store, ignore_errors=True)
     params = RedisParams(port=args.port, password=password, timeout=60)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     result = run_redis_backup(args.store, keyring, params, codec=Codec("zstd", 3), quick_verify=False)
     elapsed = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": elapsed, "stored_bytes": result["stored_bytes"], "rdb_size": result["rdb_size"],
-                      "peak_rss_mb": rss}))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    print(json.dumps({"seconds": elapsed, "cpu_s": cpu, "stored_bytes": result["stored_bytes"],
+                      "rdb_size": result["rdb_size"], "peak_rss_mb": after.ru_maxrss / 1024}))
     return 0
 
 
@@ -158,9 +173,10 @@ def main() -> int:
             fill_s = time.perf_counter() - t0
             out = work / "dump.rdb"
             run_baseline(server.port, server.password, out)  # warm-up (first fork, page cache)
-            base_times, lb_runs = [], []
+            base_times, base_cpu, lb_runs = [], [], []
+            load_before = os.getloadavg()[0]
             for _ in range(args.runs):
-                base_times.append(run_baseline(server.port, server.password, out))
+                base_times.append(run_baseline(server.port, server.password, out, base_cpu))
                 lb_runs.append(run_lifeboat(server.port, server.password, work / "store", work / "kek.key"))
             zst = out.with_suffix(".rdb.zst")
             base_med = statistics.median(base_times)
@@ -171,6 +187,9 @@ def main() -> int:
                 "redis_cli_zstd_s": round(base_med, 3), "lifeboat_s": round(lb_med, 3),
                 "ratio": round(base_med / lb_med, 3), "goal_ratio": 1.0,
                 "lifeboat_peak_rss_mb": round(max(r["peak_rss_mb"] for r in lb_runs), 1), "goal_rss_mb": 100,
+                "redis_cli_zstd_cpu_s": round(statistics.median(base_cpu), 3),
+                "lifeboat_cpu_s": round(statistics.median(r["cpu_s"] for r in lb_runs), 3),
+                "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                 "redis_cli_zstd_bytes": zst.stat().st_size, "lifeboat_stored_bytes": lb_runs[-1]["stored_bytes"],
                 "redis_cli_zstd_all_s": [round(t, 3) for t in base_times],
                 "lifeboat_all_s": [round(r["seconds"], 3) for r in lb_runs],
@@ -182,6 +201,8 @@ def main() -> int:
     print(f"  lifeboat (network)        : {result['lifeboat_s']:7.2f} s  {result['lifeboat_stored_bytes']} B, "
           f"peak RSS {result['lifeboat_peak_rss_mb']} MB")
     print(f"  ratio (baseline/lifeboat time): {result['ratio']:.2f}  (goal >= 1.0)")
+    print(f"  client CPU (user+sys, server excluded): redis-cli+zstd {result['redis_cli_zstd_cpu_s']:.2f} s, "
+          f"lifeboat {result['lifeboat_cpu_s']:.2f} s; load average {result['load_average']}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     return 0
