@@ -618,3 +618,40 @@ def test_modules_back_up_verify_and_restore_in_a_playbook(private_lab_redis, tmp
     assert "appendonlydir" in results["restore_plan"]["would_move_aside"]
     assert results["restore"]["set_id"] == results["backup"]["set_id"]
     assert admin.get("early") == b"1" and admin.get("late") is None
+
+
+@pytest.mark.parametrize("step", [1, 7, 39, 40, 41, 1000])
+def test_diskless_payload_ends_exactly_at_the_marker_however_the_bytes_arrive(step):
+    import io
+    from types import SimpleNamespace
+
+    from ansible_collections.lifeboat.dr.plugins.module_utils.redis_conn import RdbPayload
+
+    mark = b"0123456789abcdef0123456789abcdef01234567"
+    payload = bytes(range(256)) * 3 + mark[:20]  # contains a prefix of the marker
+    stream = io.BytesIO(payload + mark + b"*1\r\n$4\r\nPING\r\n")
+
+    class Chunked:
+        def read1(self, n):
+            return stream.read(min(n, step))
+
+    conn = SimpleNamespace(rfile=Chunked(), params=RedisParams())
+    reader = RdbPayload(conn, None, mark, 0.0)
+    got = b""
+    while chunk := reader.read(4096):
+        got += chunk
+    assert got == payload and reader.done == len(payload)
+
+
+def test_quick_verify_reports_a_tampered_rdb_artifact(tmp_path, store, ring):
+    with engine.ScratchRedis(base_dir=str(tmp_path)) as server:
+        server.start()
+        client(server).set("k", "v" * 1000)
+        set_id = network_backup(store, ring, server.params)
+    artifact = store.open_set(set_id).path / "redis" / engine.RDB_ARTIFACT
+    data = bytearray(artifact.read_bytes())
+    data[-40] ^= 0x10
+    artifact.write_bytes(bytes(data))
+    report = engine.verify_redis_set(store.open_set(set_id), ring, mode="quick")
+    assert not report["ok"]
+    assert any(not c["ok"] for c in report["checks"])
