@@ -205,10 +205,8 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         from pytest_html import extras as html_extras
     except ImportError:
         return
-    extras.append(html_extras.html(timeline_html(record)))
     png = canary_plot_png(record)
-    if png:
-        extras.append(html_extras.png(png, name=f"{record.scenario} canary writes"))
+    extras.append(html_extras.html(timeline_html(record, png)))
     report.extras = extras
     write_results(item.config, record)
 

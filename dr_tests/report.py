@@ -80,8 +80,9 @@ def append_history(store: Path, entry: dict) -> Path:
     return path
 
 
-def timeline_html(record: DrillRecord) -> str:
-    """An HTML table of the drill's steps (and each playbook's five slowest tasks)."""
+def timeline_html(record: DrillRecord, plot_png: str | None = None) -> str:
+    """An HTML table of the drill's steps (and each playbook's five slowest tasks), the canary
+    summary, data differences and (``plot_png``: base64) the canary plot at a readable size."""
     origin = record.fault_at or (record.steps[0].start if record.steps else 0.0)
     rows = []
     for step in record.steps:
@@ -111,6 +112,8 @@ def timeline_html(record: DrillRecord) -> str:
         + "".join(rows) + "</table>"
         + (f"<p>Canary:</p><ul>{canary}</ul>" if canary else "")
         + (f"<p>Data differences:</p><ul>{differences}</ul>" if differences else "")
+        + (f"<img style='max-width:1000px;width:100%' alt='canary writes over time' "
+           f"src='data:image/png;base64,{plot_png}'>" if plot_png else "")
         + "</div>")
 
 
@@ -123,7 +126,7 @@ def canary_plot_png(record: DrillRecord) -> str | None:
     import matplotlib.pyplot as plt
 
     origin = record.fault_at or record.writes[0].sent_at
-    fig, ax = plt.subplots(figsize=(9, 3.2), dpi=90)
+    fig, ax = plt.subplots(figsize=(11, 3.6), dpi=100)
     groups = {"acknowledged": ([], [], "#2e7d32"), "failed (503)": ([], [], "#ef6c00"),
               "no answer": ([], [], "#c62828")}
     for w in record.writes:

@@ -87,6 +87,6 @@ class CallbackModule(CallbackBase):
             return
         document = {'start': self.playbook_started, 'end': time.time(), 'tasks': self.records}
         tmp = path + '.tmp'
-        with open(tmp, 'w') as out:
+        with open(tmp, 'w', encoding='utf-8') as out:
             json.dump(document, out, indent=1)
         os.replace(tmp, path)
