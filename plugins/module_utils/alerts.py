@@ -21,11 +21,12 @@ import smtplib
 import socket
 import ssl
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Optional
 from urllib.parse import urlsplit
+
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_logger
@@ -85,11 +86,14 @@ def send_webhook(url: str, payload: dict[str, Any], timeout_s: float = 10.0) -> 
     if urlsplit(url).scheme not in ("http", "https"):
         raise ConfigError(f"webhook URL {_redact_url(url)} is not http(s)", hint="use an http:// or https:// URL")
     data = json.dumps(payload).encode("utf-8")
-    request = urllib.request.Request(url, data=data, method="POST",
-                                     headers={"Content-Type": "application/json", "User-Agent": "lifeboat"})
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - scheme checked above
-        if not 200 <= response.status < 300:
-            raise OSError(f"webhook answered HTTP {response.status}")
+    response = open_url(url, data=data, method="POST", timeout=timeout_s, http_agent="lifeboat",
+                        headers={"Content-Type": "application/json"})
+    try:
+        status = response.getcode()
+        if not 200 <= status < 300:
+            raise OSError(f"webhook answered HTTP {status}")
+    finally:
+        response.close()
 
 
 def send_email(cfg: EmailConfig, subject: str, body: str) -> None:

@@ -467,8 +467,8 @@ def plan_partials(store: Store, policy: RetentionPolicy, now: datetime) -> list[
     for info in store.list_sets(include_partial=True):
         if info.status != "partial" or not str(info.path).startswith(str(store.partial_root)):
             continue
-        newest = max([info.path.stat().st_mtime] + [p.stat().st_mtime for p in info.path.rglob("*")
-                                                      if p.exists()])
+        mtimes = [p.stat().st_mtime for p in info.path.rglob("*") if p.exists()]
+        newest = max([info.path.stat().st_mtime, *mtimes])
         old = now.timestamp() - newest >= policy.stale_partial_s
         items.append(SideItem("partial", str(info.path), not old,
                               [f"untouched for {'more' if old else 'less'} than {_duration(policy.stale_partial_s)}"

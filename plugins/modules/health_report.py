@@ -54,7 +54,8 @@ options:
     type: float
     default: 26
   rpo_targets_hours:
-    description: Per-component RPO targets (component -> hours), e.g. C({mysql: 0.5}).
+    description:
+      - "Per-component RPO targets (component -> hours), for example C({mysql: 0.5})."
     type: dict
     default: {}
   binlog_lag_warning_hours:
@@ -75,10 +76,44 @@ options:
     elements: str
     default: []
   email:
-    description:
-      - SMTP settings C(host), C(port), C(sender), C(recipients), C(username), C(password),
-        C(starttls) (C(auto), C(always), C(never)), C(ca_file), C(validate_certs).
+    description: Send alerts by e-mail through this SMTP server.
     type: dict
+    suboptions:
+      host:
+        description: SMTP server.
+        type: str
+        required: true
+      port:
+        description: SMTP port.
+        type: int
+        default: 25
+      sender:
+        description: From address.
+        type: str
+        default: lifeboat@localhost
+      recipients:
+        description: To addresses.
+        type: list
+        elements: str
+        default: []
+      username:
+        description: SMTP login (no login when unset).
+        type: str
+      password:
+        description: SMTP password.
+        type: str
+      starttls:
+        description: Use STARTTLS when the server offers it (C(auto)), insist on it (C(always)) or never.
+        type: str
+        choices: [auto, always, never]
+        default: auto
+      ca_file:
+        description: CA bundle to check the server certificate.
+        type: path
+      validate_certs:
+        description: Check the server certificate.
+        type: bool
+        default: true
   alert_min_level:
     description: Alert from this status on.
     type: str

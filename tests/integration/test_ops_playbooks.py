@@ -56,8 +56,9 @@ def test_no_playbook_or_role_needs_a_human():
     offenders = []
     for path in files:
         text = path.read_text(encoding="utf-8")
-        if re.search(r"^\s*-?\s*vars_prompt\s*:", text, re.M) or re.search(r"^\s*-?\s*(ansible\.builtin\.)?pause\s*:",
-                                                                            text, re.M):
+        prompts = re.search(r"^\s*-?\s*vars_prompt\s*:", text, re.M)
+        pauses = re.search(r"^\s*-?\s*(ansible\.builtin\.)?pause\s*:", text, re.M)
+        if prompts or pauses:
             offenders.append(str(path.relative_to(REPO)))
             continue
         for item in walk_tasks(yaml.safe_load(text)):

@@ -67,8 +67,8 @@ def test_a_failed_verification_warns(store):
 
 def test_measured_rto_comes_from_the_full_verification_and_is_checked_against_the_target(store):
     set_id = store.list_sets()[-1].set_id
-    store.record_verification(set_id, {"ok": True, "mode": "full", "restore_durations_s": {"mysql": 40.0,
-                                                                                          "redis": 2.5}})
+    durations = {"mysql": 40.0, "redis": 2.5}
+    store.record_verification(set_id, {"ok": True, "mode": "full", "restore_durations_s": durations})
     report = health.build_report(store)
     assert report["disaster_now"]["rto"] == "measured" and report["disaster_now"]["rto_s"] == 42.5
     strict = health.build_report(store, health.Thresholds(rto_target_s=30))
