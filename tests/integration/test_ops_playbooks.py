@@ -121,3 +121,31 @@ def test_health_playbook_writes_json_and_html(small_store: bs.Store, tmp_path: P
     assert report["status"] == "ok" and report["components"][0]["component"] == "redis"
     assert out_html.read_text().startswith("<!DOCTYPE html>")
     assert 'lifeboat_backup_size_bytes{component="redis"}' in prom.read_text()
+
+
+def adhoc(module: str, args: dict) -> dict:
+    """Run one module on the lab store host (ad hoc, JSON output); returns its result."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run([str(BIN / "ansible"), "lab-store", "-i", "inventories/lab", "-m", module,
+                           "-a", json.dumps(args)], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300, check=False, stdin=subprocess.DEVNULL)
+    head, _sep, body = proc.stdout.partition("=>")
+    assert "lab-store |" in head, f"unexpected ansible output:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(body)
+
+
+def test_job_record_and_audit_verify_modules(tmp_path: Path):
+    store = tmp_path / "store"
+    started = adhoc("lifeboat.dr.job_record", {"store": str(store), "state": "started", "kind": "restore"})
+    assert started["changed"] and started["record"]["result"] == "running"
+    finished = adhoc("lifeboat.dr.job_record", {"store": str(store), "id": started["id"], "result": "ok",
+                                                "details": {"verified": True, "kept_aside": ["/srv/x.lbprev-1"]}})
+    assert finished["record"]["details"]["verified"] is True
+    (job,) = jobs.read_jobs(store)
+    assert job["result"] == "ok" and job["kind"] == "restore"
+    intact = adhoc("lifeboat.dr.audit_verify", {"store": str(store)})
+    assert intact["ok"] is True and intact["records"] == 1 and "error_type" not in intact
+    trail = store / "audit" / "audit.jsonl"
+    trail.write_text(trail.read_text().replace('"restore"', '"backup"'))
+    tampered = adhoc("lifeboat.dr.audit_verify", {"store": str(store)})
+    assert tampered["error_type"] == "IntegrityError" and "line 1" in tampered["msg"]
