@@ -55,7 +55,7 @@ def _make_table() -> list[int]:
     table = []
     for i in range(256):
         crc = i
-        for _ in range(8):
+        for _i in range(8):
             crc = (crc >> 1) ^ _REFLECTED_POLY if crc & 1 else crc >> 1
         table.append(crc)
     return table
@@ -126,7 +126,7 @@ def _np_shift_tables(nbytes: int):
     key = ("shift", nbytes)
     if key not in _np_cache:
         mat = _zeros_matrix(nbytes)
-        tabs = [[0] * 256 for _ in range(8)]
+        tabs = [[0] * 256 for _i in range(8)]
         for j in range(8):
             row = tabs[j]
             for v in range(1, 256):
@@ -149,7 +149,7 @@ def _np_slice8_tables():
     """Slice-by-8 tables: row k maps a byte to its CRC contribution followed by k zero bytes."""
     if "slice8" not in _np_cache:
         rows = [_TABLE]
-        for _ in range(7):
+        for _i in range(7):
             prev = rows[-1]
             rows.append([(v >> 8) ^ _TABLE[v & 0xFF] for v in prev])
         _np_cache["slice8"] = [np.array(r, dtype=np.uint64) for r in rows]
@@ -518,27 +518,27 @@ class _Walker:
         if rdbtype == 0:
             self.skip_string()
         elif rdbtype in (1, 2):
-            for _ in range(self.plain_length("list/set length")):
+            for _i in range(self.plain_length("list/set length")):
                 self.skip_string()
         elif rdbtype == 3:
-            for _ in range(self.plain_length("zset length")):
+            for _i in range(self.plain_length("zset length")):
                 self.skip_string()
                 self.skip_double_text()
         elif rdbtype == 5:
-            for _ in range(self.plain_length("zset length")):
+            for _i in range(self.plain_length("zset length")):
                 self.skip_string()
                 src.skip(8)
         elif rdbtype == 4:
-            for _ in range(self.plain_length("hash length")):
+            for _i in range(self.plain_length("hash length")):
                 self.skip_string()
                 self.skip_string()
         elif rdbtype in _BLOB_TYPES:
             self.skip_string()
         elif rdbtype == 14:
-            for _ in range(self.plain_length("quicklist length")):
+            for _i in range(self.plain_length("quicklist length")):
                 self.skip_string()
         elif rdbtype == 18:
-            for _ in range(self.plain_length("quicklist length")):
+            for _i in range(self.plain_length("quicklist length")):
                 cat = src.offset
                 container = self.plain_length("quicklist container")
                 if container not in (1, 2):
@@ -558,7 +558,7 @@ class _Walker:
 
     def skip_stream(self, rdbtype: int) -> None:
         src = self.src
-        for _ in range(self.plain_length("stream listpacks count")):
+        for _i in range(self.plain_length("stream listpacks count")):
             kat = src.offset
             n, special = self.length()
             if special or n != 16:
@@ -572,19 +572,19 @@ class _Walker:
             for what in ("first id ms", "first id seq", "max deleted id ms", "max deleted id seq",
                          "entries added"):
                 self.plain_length(f"stream {what}")
-        for _ in range(self.plain_length("stream consumer groups count")):
+        for _i in range(self.plain_length("stream consumer groups count")):
             self.skip_string()
             self.plain_length("group last id ms")
             self.plain_length("group last id seq")
             if rdbtype == 19:
                 self.plain_length("group entries read")
-            for _ in range(self.plain_length("group PEL size")):
+            for _i in range(self.plain_length("group PEL size")):
                 src.skip(16 + 8)  # raw stream ID, delivery time (ms)
                 self.plain_length("delivery count")
-            for _ in range(self.plain_length("consumers count")):
+            for _i in range(self.plain_length("consumers count")):
                 self.skip_string()
                 src.skip(8)  # seen time (ms)
-                for _ in range(self.plain_length("consumer PEL size")):
+                for _i in range(self.plain_length("consumer PEL size")):
                     src.skip(16)
 
     def skip_module_value(self) -> None:

@@ -124,7 +124,7 @@ def parse_info(text: str) -> dict[str, str]:
     for line in text.splitlines():
         if not line or line.startswith("#") or ":" not in line:
             continue
-        key, _, value = line.partition(":")
+        key, _sep, value = line.partition(":")
         fields[key.strip()] = value.strip()
     return fields
 
@@ -137,7 +137,7 @@ def parse_keyspace(info: Mapping[str, str]) -> dict[int, dict[str, int]]:
             continue
         entry: dict[str, int] = {}
         for item in value.split(","):
-            name, _, number = item.partition("=")
+            name, _sep, number = item.partition("=")
             if name in ("keys", "expires") and number.isdigit():
                 entry[name] = int(number)
         result[int(key[2:])] = entry
@@ -256,7 +256,7 @@ class RedisConnection:
             return data[:-2]
         if kind == b"*":
             n = int(body)
-            return None if n < 0 else [self._read_reply() for _ in range(n)]
+            return None if n < 0 else [self._read_reply() for _i in range(n)]
         raise ConnectionFailure(f"Redis at {self.params.endpoint} sent an unexpected reply {line[:40]!r}")
 
     def command(self, *args: Any) -> Reply:

@@ -396,7 +396,7 @@ def _open_aof_snapshot(aof_dir: Path, manifest_name: str, attempts: int = 5) -> 
     """Read the manifest, open every base/incr file it lists, re-read it; retry until both
     reads agree (a rewrite finishing in between changes it). Returns (manifest, [(entry, fh, size)])."""
     manifest_path = aof_dir / manifest_name
-    for _ in range(attempts):
+    for _i in range(attempts):
         try:
             first = manifest_path.read_bytes()
         except OSError as err:
@@ -409,12 +409,12 @@ def _open_aof_snapshot(aof_dir: Path, manifest_name: str, attempts: int = 5) -> 
                 fh = open(aof_dir / entry.name, "rb")
                 opened.append((entry, fh, os.fstat(fh.fileno()).st_size))
         except FileNotFoundError:
-            for _, fh, _ in opened:
+            for _entry, fh, _size in opened:
                 fh.close()
             continue
         if manifest_path.read_bytes() == first:
             return first, opened
-        for _, fh, _ in opened:
+        for _entry, fh, _size in opened:
             fh.close()
         time.sleep(0.2)
     raise BackupFailed(f"the AOF in {aof_dir} kept changing while it was being copied",
@@ -447,7 +447,7 @@ def backup_aof_into(set_writer: Any, params: RedisParams, aof_dir: Path, appendf
             writer.abort()
             raise
     finally:
-        for _, fh, _ in opened:
+        for _entry, fh, _size in opened:
             fh.close()
     base = next((f["name"] for f in files if f["type"] == "b"), "")
     return {"artifact": AOF_ARTIFACT, "dir": aof_dir.name, "manifest": appendfilename + ".manifest",
