@@ -204,20 +204,36 @@ class ChunkSealer:
         return self.header.to_bytes()
 
     def seal(self, chunk: bytes, final: bool) -> bytes:
-        """Encrypt the next chunk; returns ciphertext || 16-byte tag."""
+        """Encrypt the next chunk (any bytes-like object); returns ciphertext || 16-byte tag."""
+        nonce, aad = self._next(len(chunk), final)
+        return self._aead.encrypt(nonce, chunk, aad)
+
+    def seal_into(self, chunk: bytes, final: bool, out: bytearray) -> memoryview:
+        """Like :meth:`seal`, but write ciphertext || tag into ``out`` (at least
+        ``len(chunk) + TAG_SIZE`` bytes, reused by the caller) and return a view of the
+        written ``len(chunk) + TAG_SIZE`` bytes; it is overwritten by the next call."""
+        nonce, aad = self._next(len(chunk), final)
+        view = memoryview(out)[:len(chunk) + TAG_SIZE]
+        if hasattr(self._aead, "encrypt_into"):  # cryptography >= 45
+            self._aead.encrypt_into(nonce, chunk, aad, view)
+        else:  # pragma: no cover - older cryptography
+            view[:] = self._aead.encrypt(nonce, chunk, aad)
+        return view
+
+    def _next(self, size: int, final: bool) -> tuple[bytes, bytes]:
+        """Check the next chunk's size and order; count it; return its (nonce, aad)."""
         if self.finished:
             raise ValueError("the final chunk was already sealed")
-        if len(chunk) > self.chunk_size or (not final and len(chunk) != self.chunk_size):
-            raise ValueError(f"chunk of {len(chunk)} bytes breaks the chunk size {self.chunk_size}")
+        if size > self.chunk_size or (not final and size != self.chunk_size):
+            raise ValueError(f"chunk of {size} bytes breaks the chunk size {self.chunk_size}")
         index = self.next_index
         if index >= MAX_CHUNKS:
             raise ConfigError("artifact too large for its chunk size (more than 2**32 chunks)",
                               hint="use a larger chunk size")
-        out = self._aead.encrypt(chunk_nonce(self.header.nonce_prefix, index), chunk,
-                                 chunk_aad(self._set_id, self._path, index, final))
         self.next_index += 1
         self.finished = final
-        return out
+        return (chunk_nonce(self.header.nonce_prefix, index),
+                chunk_aad(self._set_id, self._path, index, final))
 
     def trailer(self) -> bytes:
         """The 16-byte end marker: magic + number of chunks (u64 BE)."""

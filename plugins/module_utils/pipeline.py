@@ -5,23 +5,29 @@
 
 Writing (:func:`open_artifact_writer`) runs three stages that overlap:
 
-* the caller's thread: buffers ``write()`` calls into 1 MiB blocks and hashes the plaintext;
-* a compression thread: codec -> cuts the compressed stream into ``chunk_size`` chunks;
-* a sealing thread: AES-256-GCM per chunk (see :mod:`crypto`), SHA-256 of the stored
-  bytes, write to a temporary file.
+* the caller's thread: cuts ``write()`` calls into 1 MiB blocks (no copy for ``bytes``);
+* a compression thread: codec -> cuts the compressed stream into ``chunk_size`` chunks,
+  copying each compressed byte at most once;
+* a sealing thread: SHA-256 of the plaintext blocks (handed on by the compressor, in
+  order), AES-256-GCM per chunk (see :mod:`crypto`) into a reused buffer, SHA-256 of the
+  stored bytes, write to a temporary file.
 
+The compressor is the slowest stage; everything else is kept off its thread and off the
+caller's thread (which usually has its own work: reading files, a database socket).
 Stages talk through bounded :class:`queue.Queue` s, so memory stays bounded whatever the
-input size (about ``4 x (1 MiB + chunk_size)`` plus the codec's window). zstandard, zlib,
-hashlib and cryptography release the GIL, so the stages really run in parallel.
+input size (about ``QUEUE_DEPTH x (2 MiB + chunk_size)`` plus the codec's window).
+zstandard, zlib, hashlib and cryptography release the GIL on large buffers, so the stages
+really run in parallel.
 
 The destination appears atomically: the temp file ``.<name>.<random>.incomplete`` in the
 same directory is fsynced and renamed onto ``dest`` only by :meth:`ArtifactWriter.close`;
 a crash or kill leaves at most that temp file, never a partial ``dest``.
 
 Reading (:func:`open_artifact_reader`) is the reverse, in one pass, with a reading/
-decrypting thread and a decompressing thread; nothing is handed out before its chunk
-authenticated. Errors surface at the chunk where they happen, as the classes of
-:mod:`crypto` describe.
+decrypting thread (whole records read straight into fresh buffers, no re-buffering), a
+decompressing thread and a plaintext-hashing thread; nothing is handed out before its
+chunk authenticated, and the end is reported only after every hash matched. Errors
+surface at the chunk where they happen, as the classes of :mod:`crypto` describe.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import os
 import queue
 import secrets
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Optional
 
@@ -191,32 +198,44 @@ class ArtifactWriter:
         """No-op (data is pushed through the stages as blocks fill; :meth:`close` finishes)."""
 
     def write(self, data: Any) -> int:
-        """Take bytes-like ``data``; returns its length in bytes."""
+        """Take bytes-like ``data``; returns its length in bytes.
+
+        ``bytes`` are handed on without a copy (whole 1 MiB blocks are slices of them);
+        mutable buffers are copied once, so the caller may reuse them at once.
+        """
         if self.closed:
             raise ValueError("write to a closed ArtifactWriter")
-        view = memoryview(data).cast("B")
-        size = len(view)
-        if isinstance(data, bytes) and not self._pending and size >= BLOCK_SIZE:
-            for start in range(0, size - size % BLOCK_SIZE, BLOCK_SIZE):
-                self._emit(view[start:start + BLOCK_SIZE])
-            rest = view[size - size % BLOCK_SIZE:]
-            if rest:
-                self._pending += rest
-        else:
-            self._pending += view
-            while len(self._pending) >= BLOCK_SIZE:
-                self._emit(bytes(self._pending[:BLOCK_SIZE]))
-                del self._pending[:BLOCK_SIZE]
+        with memoryview(data) as raw, raw.cast("B") as view:
+            size = len(view)
+            pos = self._top_up_pending(view)
+            immutable = isinstance(data, bytes)
+            while size - pos >= BLOCK_SIZE:
+                block = view[pos:pos + BLOCK_SIZE]
+                self._emit(block if immutable else block.tobytes())
+                pos += BLOCK_SIZE
+            if pos < size:
+                self._pending += view[pos:]
         self.plaintext_size += size
         self._meter.update(self.plaintext_size, self.stored_size)
         return size
+
+    def _top_up_pending(self, view: memoryview) -> int:
+        """Complete a partly filled block from ``view``; returns how many bytes of it were used."""
+        if not self._pending:
+            return 0
+        used = min(len(view), BLOCK_SIZE - len(self._pending))
+        self._pending += view[:used]
+        if len(self._pending) == BLOCK_SIZE:
+            self._emit(self._pending)  # handed over: the writer never touches it again
+            self._pending = bytearray()
+        return used
 
     def writelines(self, lines: Iterable[Any]) -> None:
         for line in lines:
             self.write(line)
 
     def _emit(self, block: Any) -> None:
-        self._plain_hash.update(block)
+        """Queue an immutable (or handed-over) plaintext block for the compressor."""
         self._put(self._raw_q, block)
 
     def _put(self, q: queue.Queue, item: Any) -> None:
@@ -246,7 +265,7 @@ class ArtifactWriter:
             raise ValueError("the ArtifactWriter was aborted")
         try:
             if self._pending:
-                self._emit(bytes(self._pending))
+                self._emit(self._pending)
                 self._pending = bytearray()
             self._put(self._raw_q, _EOF)
             self._stages.join()
@@ -312,44 +331,92 @@ class ArtifactWriter:
 
     # -- stage threads ---------------------------------------------------------------
     def _compress_stage(self) -> None:
-        acc = bytearray()
-        size = self.chunk_size
+        """raw blocks -> (plaintext block, [chunks], final) items for the sealer, in order."""
+        chunker = _Chunker(self.chunk_size)
+        compress = self._compressor.compress
         while True:
             block = self._stages.get(self._raw_q)
             if block is _EOF:
-                acc += self._compressor.flush()
-                while len(acc) > size:
-                    self._stages.put(self._chunk_q, (_take(acc, size), False))
-                self._stages.put(self._chunk_q, (bytes(acc), True))
+                chunker.add(self._compressor.flush())
+                self._stages.put(self._chunk_q, (None, chunker.take_rest(), True))
                 return
-            acc += self._compressor.compress(block)
-            while len(acc) > size:  # strictly more: the final chunk is never empty unless the stream is
-                self._stages.put(self._chunk_q, (_take(acc, size), False))
+            chunker.add(compress(block))
+            self._stages.put(self._chunk_q, (block, chunker.take_full(), False))
 
     def _seal_stage(self) -> None:
+        """Hash plaintext, seal chunks, hash and write the stored bytes (the last item is final)."""
         self._write_stored(self._sealer.header_bytes())
+        out = bytearray(self.chunk_size + crypto.TAG_SIZE)
         while True:
-            chunk, final = self._stages.get(self._chunk_q)
-            self._write_stored(self._sealer.seal(chunk, final))
+            plain, chunks, final = self._stages.get(self._chunk_q)
+            if plain is not None:
+                self._plain_hash.update(plain)
+            last = len(chunks) - 1
+            for i, chunk in enumerate(chunks):
+                self._write_stored(self._sealer.seal_into(chunk, final and i == last, out))
             if final:
                 self._write_stored(self._sealer.trailer())
                 return
 
-    def _write_stored(self, data: bytes) -> None:
+    def _write_stored(self, data: Any) -> None:
+        """Hash and write ``data`` (bytes-like; not kept after the call)."""
         self._stored_hash.update(data)
-        view = memoryview(data)
-        while view:
-            written = self._file.write(view)
-            view = view[written:]
-        self.stored_size += len(data)
+        with memoryview(data) as whole:
+            view = whole
+            while view:
+                written = self._file.write(view)
+                view = view[written:]
+            self.stored_size += len(whole)
 
 
-def _take(acc: bytearray, size: int) -> bytes:
-    """Remove and return the first ``size`` bytes of ``acc`` (one copy)."""
-    with memoryview(acc) as view:
-        out = bytes(view[:size])
-    del acc[:size]
-    return out
+class _Chunker:
+    """Cuts a stream of immutable bytes-like pieces into ``size``-byte chunks.
+
+    Each byte is copied at most once (a chunk that is exactly one whole piece is not
+    copied at all). Every chunk but the last has exactly ``size`` bytes; the last has
+    1..size bytes (0 only when the whole stream is empty).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._parts: deque = deque()
+        self._len = 0
+
+    def add(self, data: Any) -> None:
+        if len(data):
+            self._parts.append(data)
+            self._len += len(data)
+
+    def take_full(self) -> list[Any]:
+        """Remove the chunks that are certainly not the last: while more than ``size`` bytes wait."""
+        out = []
+        while self._len > self.size:
+            out.append(self._take(self.size))
+        return out
+
+    def take_rest(self) -> list[Any]:
+        """At the end of the stream: every remaining chunk, the last one possibly short (or empty)."""
+        out = self.take_full()
+        out.append(self._take(self._len))
+        return out
+
+    def _take(self, size: int) -> Any:
+        pieces = []
+        need = size
+        while need:
+            part = self._parts[0]
+            if len(part) <= need:
+                pieces.append(self._parts.popleft())
+                need -= len(part)
+            else:
+                view = memoryview(part)
+                pieces.append(view[:need])
+                self._parts[0] = view[need:]
+                need = 0
+        self._len -= size
+        if len(pieces) == 1:
+            return pieces[0]
+        return b"".join(pieces)
 
 
 def open_artifact_writer(dest: Path, *, data_key: bytes, set_id: str, artifact_path: str,
@@ -433,10 +500,12 @@ class ArtifactReader(io.BufferedIOBase):
                 raise TamperedData(f"artifact {artifact_path!r} is {codec.algorithm}-compressed but the manifest "
                                    f"says {declared}", hint="the manifest does not belong to this artifact")
         self._plain_hash = hashlib.sha256()
+        self._plain_hashed = threading.Event()
         self.plaintext_size = 0
         self._stages = _Stages()
         self._chunk_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self._plain_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
+        self._hash_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self._source = _QueueSource(self._stages, self._chunk_q)
         self._plain_reader = codec.decompressing_reader(self._source)
         self._buf = memoryview(b"")
@@ -446,6 +515,7 @@ class ArtifactReader(io.BufferedIOBase):
         self._meter = ProgressMeter(f"read {artifact_path}", progress, total)
         self._stages.start(f"lifeboat-open-{artifact_path}", self._open_stage)
         self._stages.start(f"lifeboat-decompress-{artifact_path}", self._decompress_stage)
+        self._stages.start(f"lifeboat-hash-{artifact_path}", self._hash_stage)
 
     def _check_stored_size(self) -> None:
         if not self._record or self._record.get("stored_size") is None:
@@ -480,32 +550,46 @@ class ArtifactReader(io.BufferedIOBase):
             self._stages.put(self._chunk_q, _Failure(exc))
 
     def _open_chunks(self) -> None:
+        """Read whole records (one buffer each, decrypted in place of any re-buffering).
+
+        A full record is the last one when at most an end marker's worth of bytes
+        follows it; everything from the last record on is handled by :meth:`_open_tail`.
+        """
         record_size = self._opener.record_size
-        want = record_size + crypto.TRAILER_SIZE + 1  # more than this => the first record is not the last
-        buf = bytearray()
-        at_eof = False
-        while True:
-            while len(buf) < want and not at_eof:
-                part = self._file.read(max(want - len(buf), record_size))
-                if part:
-                    self._stored_hash.update(part)
-                    self.stored_size += len(part)
-                    buf += part
-                else:
-                    at_eof = True
-            if len(buf) >= want:
-                record = bytes(buf[:record_size])
-                del buf[:record_size]
-                self._stages.put(self._chunk_q, self._opener.open(record, at_end=False))
-                continue
-            trailer = bytes(buf[-crypto.TRAILER_SIZE:]) if len(buf) >= crypto.TRAILER_SIZE else b""
-            if not crypto.looks_like_trailer(trailer):
-                self._opener.check_tail(bytes(buf))  # raises: data after the end marker, or truncated
-            self._stages.put(self._chunk_q, self._opener.open(bytes(buf[:-crypto.TRAILER_SIZE]), at_end=True))
-            self._opener.check_trailer(trailer)
-            self._check_stored_hash()
-            self._stages.put(self._chunk_q, _EOF)
-            return
+        current = self._read_stored(record_size)
+        while len(current) == record_size:
+            following = self._read_stored(record_size)
+            if len(following) <= crypto.TRAILER_SIZE:
+                current += following
+                break
+            self._stages.put(self._chunk_q, self._opener.open(current, at_end=False))
+            current = following
+        self._open_tail(current)
+
+    def _read_stored(self, size: int) -> bytes:
+        """Up to ``size`` stored bytes (fewer only at the end of the file), hashed and counted."""
+        data = self._file.read(size)
+        if data and len(data) < size:
+            parts = [data]
+            left = size - len(data)
+            while left and (part := self._file.read(left)):
+                parts.append(part)
+                left -= len(part)
+            data = b"".join(parts)
+        if data:
+            self._stored_hash.update(data)
+            self.stored_size += len(data)
+        return data
+
+    def _open_tail(self, tail: bytes) -> None:
+        """The final record and the end marker (``tail`` is all the bytes left in the file)."""
+        trailer = tail[-crypto.TRAILER_SIZE:] if len(tail) >= crypto.TRAILER_SIZE else b""
+        if not crypto.looks_like_trailer(trailer):
+            self._opener.check_tail(tail)  # raises: data after the end marker, or truncated
+        self._stages.put(self._chunk_q, self._opener.open(tail[:-crypto.TRAILER_SIZE], at_end=True))
+        self._opener.check_trailer(trailer)
+        self._check_stored_hash()
+        self._stages.put(self._chunk_q, _EOF)
 
     def _check_stored_hash(self) -> None:
         if not self._record or not self._record.get("stored_sha256"):
@@ -516,26 +600,58 @@ class ArtifactReader(io.BufferedIOBase):
                                hint=crypto._FIX_OTHER_SET)
 
     def _decompress_stage(self) -> None:
+        """Plaintext blocks (at most BLOCK_SIZE bytes) to the caller and to the hashing stage."""
         try:
             while True:
                 block = self._plain_reader.read(BLOCK_SIZE)
                 if not block:
                     break
+                self._stages.put(self._hash_q, block)
                 self._stages.put(self._plain_q, block)
             if not self._source.eof and self._source.read(1):
                 raise TamperedData(f"artifact {self.artifact_path!r} has data after the end of its compressed stream",
                                    hint=crypto._FIX_OTHER_SET)
+            self._stages.put(self._hash_q, _EOF)
             self._stages.put(self._plain_q, _EOF)
         except _Failure as failure:
+            self._end_hashing()
             self._stages.put(self._plain_q, failure)
         except _Stopped:
             raise
         except BaseException as exc:  # noqa: B036
+            self._end_hashing()
             self._stages.put(self._plain_q, _Failure(exc))
+
+    def _end_hashing(self) -> None:
+        """Let the hashing stage finish at once (after a failure or on close); never blocks."""
+        try:
+            self._hash_q.put_nowait(_Failure(BackupFailed("the plaintext was not read to its end")))
+        except queue.Full:
+            pass  # the hashing stage is busy, not waiting: it sees the stop flag or this later
+
+    def _hash_stage(self) -> None:
+        """SHA-256 of the plaintext, off the caller's thread; signals when the end is hashed."""
+        while True:
+            block = self._stages.get(self._hash_q)
+            if block is _EOF:
+                self._plain_hashed.set()
+                return
+            if isinstance(block, _Failure):
+                return  # the decompressor failed; the caller gets that error from its queue
+            self._plain_hash.update(block)
 
     # -- caller's side ---------------------------------------------------------------
     def readable(self) -> bool:
         return True
+
+    def _wait_for_plain_hash(self) -> None:
+        while not self._plain_hashed.wait(_POLL_S):
+            if self._stages.stop.is_set():
+                exc = self._stages.error
+                if exc is None:
+                    raise ValueError("read from a closed ArtifactReader")
+                raise exc if isinstance(exc, LifeboatError) else BackupFailed(
+                    f"reading artifact {self.artifact_path!r} failed: {exc!r}")
 
     def _fill(self) -> bool:
         """Make ``self._buf`` non-empty; False at the (verified) end of the plaintext."""
@@ -550,12 +666,12 @@ class ArtifactReader(io.BufferedIOBase):
                 self._stages.stop.set()
                 raise item.exc
             if item is _EOF:
+                self._wait_for_plain_hash()
                 self._eof = True
                 self._verify_plaintext()
                 self._meter.update(self.plaintext_size, self.stored_size)
                 self._meter.finish()
                 return False
-            self._plain_hash.update(item)
             self.plaintext_size += len(item)
             self._meter.update(self.plaintext_size, self.stored_size)
             self._item = item
@@ -633,6 +749,7 @@ class ArtifactReader(io.BufferedIOBase):
         stages = getattr(self, "_stages", None)
         if stages is not None:
             stages.stop.set()
+            self._end_hashing()
             stages.join()
         self._file.close()
         super().close()
