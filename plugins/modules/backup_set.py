@@ -181,15 +181,15 @@ def act(module):
         module.fail_json(msg=f"action={p['action']} needs set_id")
     if module.check_mode:
         return _describe(p, components)
+    if p["action"] == "abort":
+        return orchestrate.abort_multi_set(p["store"], p["set_id"], p["reason"])
     keyring = keyring_from_params(p)
     if p["action"] == "open":
         opened = orchestrate.open_multi_set(p["store"], components, keyring, codec=codec_from_params(p),
                                             owner=p["owner"], purpose=p["purpose"])
         return dict(changed=True, **opened)
-    if p["action"] == "publish":
-        return dict(changed=True, **orchestrate.publish_multi_set(p["store"], p["set_id"], keyring,
-                                                                  quick_verify=p["quick_verify"]))
-    return orchestrate.abort_multi_set(p["store"], p["set_id"], p["reason"])
+    return dict(changed=True, **orchestrate.publish_multi_set(p["store"], p["set_id"], keyring,
+                                                              quick_verify=p["quick_verify"]))
 
 
 def _describe(p, components):
