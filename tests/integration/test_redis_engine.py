@@ -374,6 +374,22 @@ def _lab_cmd(state_dir: Path, *args: str, port_base: int | None = None) -> str:
     return out.stdout
 
 
+def _free_lab_offset() -> int:
+    """A LAB_PORT_BASE offset (the lab accepts -10000..40000) whose Redis port is free now."""
+    import random
+    import socket
+
+    for _attempt in range(50):
+        offset = random.randint(20000, 40000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", 16379 + offset))
+            except OSError:
+                continue
+        return offset
+    raise AssertionError("no free port for a private lab redis")
+
+
 @pytest.fixture
 def private_lab_redis(tmp_path):
     """A second, private lab Redis (own state folder and port; the lab's redis.conf: appendonly yes,
@@ -381,7 +397,7 @@ def private_lab_redis(tmp_path):
     from ansible_collections.lifeboat.dr.plugins.module_utils.service import get_service
 
     state = tmp_path / "lab"
-    offset = engine.free_port() - 16379
+    offset = _free_lab_offset()
     _lab_cmd(state, "service", "redis", "start", port_base=offset)
     env = dict(line[len("export "):].split("=", 1) for line in _lab_cmd(state, "env").splitlines()
                if line.startswith("export "))
