@@ -25,4 +25,15 @@ echo "== verify the newest set: playbooks/verify.yml =="
 ansible-playbook -i inventories/lab playbooks/verify.yml
 echo
 echo "== backup sets in the lab store =="
-lifeboat list --store "$($py -c 'from lab import env; print(env()["LAB_STORE"])')"
+store="$($py -c 'from lab import env; print(env()["LAB_STORE"])')"
+if command -v lifeboat >/dev/null 2>&1; then
+    lifeboat list --store "$store"
+else
+    echo "(the lifeboat CLI is not installed yet; listing with Python instead)"
+    $py - "$store" <<'PY'
+import sys
+from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
+for s in Store(sys.argv[1]).list_sets():
+    print(f"{s.set_id:34} {s.status:9} {s.verified_mode or '-':6} {','.join(s.components):22} {s.stored_bytes:>10} B")
+PY
+fi
