@@ -190,8 +190,8 @@ class RaftSnapshotChecker:
                 self._pax_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
             elif name.endswith("x"):
                 for line in data.decode("utf-8", "replace").splitlines():
-                    _, _, kv = line.partition(" ")
-                    key, _, value = kv.partition("=")
+                    kv = line.partition(" ")[2]
+                    key, _eq, value = kv.partition("=")
                     if key == "path":
                         self._pax_name = value
             return
@@ -509,7 +509,7 @@ def keep_live_aside(store: Any, keyring: Any, conn: VaultConnection, *, before: 
 
 def read_kv2(conn: VaultConnection, mount_path: str) -> Optional[dict[str, Any]]:
     """Read KV v2 secret ``<mount>/<path>`` and return its data, ``None`` if absent."""
-    mount, _, path = mount_path.strip("/").partition("/")
+    mount, _slash, path = mount_path.strip("/").partition("/")
     if not path:
         raise ConfigError(f"secret path {mount_path!r} must be <mount>/<path>", hint="e.g. secret/lifeboat/canary")
     try:
@@ -611,13 +611,20 @@ class ScratchBao:
                 time.sleep(0.2)
         raise ConnectionFailure(f"scratch bao server on {self.url} did not answer in {self.timeout_s:.0f} s")
 
+    def connection(self) -> VaultConnection:
+        """The connection to the started server; raises :class:`LifeboatError` before ``start()``."""
+        if self.conn is None:
+            raise LifeboatError("the scratch bao server is not started",
+                                hint="call start() first or use ScratchBao as a context manager")
+        return self.conn
+
     def _init_and_unseal(self) -> None:
-        assert self.conn is not None
-        doc = self.conn.raw("PUT", "/v1/sys/init", "initialise scratch server", expect_json=True, auth=False,
-                            data=json.dumps({"secret_shares": 1, "secret_threshold": 1}))
+        conn = self.connection()
+        doc = conn.raw("PUT", "/v1/sys/init", "initialise scratch server", expect_json=True, auth=False,
+                       data=json.dumps({"secret_shares": 1, "secret_threshold": 1}))
         self.unseal_keys = list(doc.get("keys_base64") or doc.get("keys") or [])
-        self.conn.client.token = doc["root_token"]
-        unseal(self.conn, self.unseal_keys, timeout_s=self.timeout_s)
+        conn.client.token = doc["root_token"]
+        unseal(conn, self.unseal_keys, timeout_s=self.timeout_s)
 
     def log_tail(self, n: int = 2000) -> str:
         try:
@@ -679,21 +686,21 @@ def verify_vault_set(backup_set: Any, keyring: Any, *, scratch: bool = False,
 
 def _restore_into_scratch(bao: ScratchBao, snapshot: Path, keys: list[str], token: Optional[str],
                           check_path: Optional[str], expected: Optional[dict[str, Any]]) -> dict[str, Any]:
-    assert bao.conn is not None
-    force_restore(bao.conn, snapshot)
+    conn = bao.connection()
+    force_restore(conn, snapshot)
     try:
-        settle = settle_after_restore(bao.conn, None)
+        settle = settle_after_restore(conn, None)
     except RestoreFailed:
-        health = unseal(bao.conn, keys, timeout_s=bao.timeout_s)
+        health = unseal(conn, keys, timeout_s=bao.timeout_s)
         settle = {"unsealed_by_lifeboat": True, "health": health}
     out: dict[str, Any] = {"scratch_unsealed": True, "unsealed_with_escrowed_keys": settle["unsealed_by_lifeboat"],
                            "cluster_id_after": settle["health"].get("cluster_id")}
     if not (token and check_path):
         out["check_path_read"] = None
         return out
-    bao.conn.client.token = token
+    conn.client.token = token
     try:
-        data = read_kv2(bao.conn, check_path)
+        data = read_kv2(conn, check_path)
     except LifeboatError as err:
         raise VerificationFailed(f"scratch restore: reading {check_path} failed ({err.message})",
                                  hint="the token must have existed at snapshot time and may read the path") from err
