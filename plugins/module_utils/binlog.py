@@ -363,7 +363,7 @@ def detect_new_generation(gen: dict[str, Any], present: list[tuple[str, int]], c
 def plan_run(gen: dict[str, Any], present: list[tuple[str, int]], closed_names: set[str]) -> ArchivePlan:
     """Which closed files to ship and which gaps exist, for a generation that continues."""
     files = gen["files"]
-    names = [n for n, _ in present]
+    names = [n for n, _pos in present]
     if not files:
         first = gen.get("first_file")
         todo = [n for n in names if n in closed_names
@@ -475,7 +475,7 @@ def archive_binlogs(conn_params: Any, store: Any, keyring: Any, *, flush: bool =
         conn.close()
     if not present:
         raise ConfigError(f"server {conn_params.where} has no binary logs", hint="enable log_bin on the server")
-    closed = {n for n, _ in present[:-1]}
+    closed = {n for n, _pos in present[:-1]}
     sizes = dict(present)
     with store.lock("binlog") as held:
         index = load_index(store, identity)
@@ -520,7 +520,7 @@ def _with_previous_generation(index: ArchiveIndex, plan: ArchivePlan, present: l
         return plan
     prev = index.generations[-2]
     last_prev = prev["files"][-1]["file"] if prev["files"] else None
-    extra = [n for n, _ in present if n in closed and binlog_sequence(n) < binlog_sequence(first)
+    extra = [n for n, _pos in present if n in closed and binlog_sequence(n) < binlog_sequence(first)
              and (last_prev is None or binlog_sequence(n) > binlog_sequence(last_prev))]
     plan.to_archive = extra + [n for n in plan.to_archive if n not in extra]
     return plan
@@ -594,7 +594,7 @@ def salvage_from_files(binlog_dir: Any, store: Any, keyring: Any, *, identity: O
         identity = known[0]
     present = [(p.name, p.stat().st_size) for p in files]
     by_name = {p.name: p for p in files}
-    closed = {n for n, _ in present[:-1]}
+    closed = {n for n, _pos in present[:-1]}
     with store.lock("binlog") as held:
         index = load_index(store, identity)
         gen = index.current

@@ -788,8 +788,8 @@ def execute(store: Any, keyring: Any, target: Any, conn_params: Any, *, identity
     the_plan = plan(store, keyring, target, identity=identity, databases=databases)
     identity = the_plan["identity"]
     bset = store.open_set(the_plan["base"]["set_id"])
-    restored = restore_base(bset, keyring, conn_params, databases, {"write_binlog": log_replayed,
-                                                                   **(restore_kwargs or {})})
+    restored = restore_base(bset, keyring, conn_params, databases,
+                            {"write_binlog": log_replayed, **(restore_kwargs or {})})
     done = replay(store, keyring, the_plan["replay"], conn_params, databases=databases, log_replayed=log_replayed)
     _record_throughput(store, identity, sum(r["bytes"] for r in the_plan["replay"]), done["seconds"])
     generation = None
