@@ -39,6 +39,7 @@ import urllib.error
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from ansible.module_utils.urls import open_url
+
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     ConfigError,
     ConnectionFailure,
