@@ -6,6 +6,7 @@ import importlib
 
 import pytest
 import yaml
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import common
 
 LAYERS = {

@@ -65,7 +65,7 @@ def modes_below(root: Path) -> dict[str, int]:
 
 def test_set_ids_are_typed_utc_and_unique():
     when = datetime(2025, 1, 29, 2, 0, tzinfo=UTC)
-    ids = {bs.new_set_id("full", when) for _ in range(20)}
+    ids = {bs.new_set_id("full", when) for _i in range(20)}
     assert len(ids) == 20
     assert all(re.fullmatch(r"full_20250129T020000Z_[0-9a-f]{6}", i) for i in ids)
     assert bs.parse_set_id(next(iter(ids))) == ("full", when)

@@ -134,7 +134,7 @@ def test_reordered_duplicated_dropped_chunks_are_reordered_data(art, tmp_path, c
 def test_chunk_transplanted_from_another_artifact_or_set_is_detected(art, tmp_path, other):
     donor = write_artifact(tmp_path / "donor", DATA, key=art.key, chunk_size=CHUNK, **other)
     header, records, trailer = split_records(art.path.read_bytes(), CHUNK)
-    _, donor_records, _ = split_records(donor.path.read_bytes(), CHUNK)
+    donor_records = split_records(donor.path.read_bytes(), CHUNK)[1]
     damaged = assemble(header, [*records[:4], donor_records[4], *records[5:]], trailer)
     with pytest.raises(TamperedData, match="chunk 4 .*tampered, reordered, or from another artifact or set"):
         read_artifact(art, path=rewrite(art, tmp_path, damaged), with_record=False)

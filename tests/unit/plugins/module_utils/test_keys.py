@@ -121,7 +121,7 @@ def test_key_ring_wraps_under_primary_and_every_escrow(key_file, escrow_file):
 
 
 def test_unwrap_without_a_matching_key_lists_the_needed_key_ids(key_file, escrow_file, tmp_path):
-    _, wraps = KeyRing(FileKEK.load(key_file)).new_data_key()
+    wraps = KeyRing(FileKEK.load(key_file)).new_data_key()[1]
     create_key_file(tmp_path / "other")
     other = FileKEK.load(tmp_path / "other")
     with pytest.raises(KeyUnavailable) as info:

@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import backupset, keys
 
 MODULE = "ansible_collections.lifeboat.dr.plugins.modules.store_info"
