@@ -84,7 +84,7 @@ def test_purged_binlog_is_reported_as_gap_and_plans_across_it_are_refused(env):
     mysql.execute(env["conn"], "FLUSH BINARY LOGS")
     names = [r[0] for r in mysql.query_all(env["conn"], "SHOW BINARY LOGS")]
     lost_file, newest_closed = names[-3], names[-2]
-    for _ in range(40):  # the server keeps a file until its binlog checkpoint has passed it
+    for _attempt in range(40):  # the server keeps a file until its binlog checkpoint has passed it
         mysql.execute(env["conn"], "PURGE BINARY LOGS TO %s", (newest_closed,))
         if lost_file not in [r[0] for r in mysql.query_all(env["conn"], "SHOW BINARY LOGS")]:
             break

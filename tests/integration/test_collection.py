@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import backupset, keys
 
 REPO = Path(__file__).resolve().parents[2]

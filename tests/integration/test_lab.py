@@ -23,8 +23,8 @@ import hvac
 import pymysql
 import pytest
 import redis
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import DependencyMissing
 
+from ansible_collections.lifeboat.dr.plugins.module_utils.errors import DependencyMissing
 from lab import procs
 from lab.envinfo import ENV_NAMES
 from lab.layout import DEFAULT_PORTS

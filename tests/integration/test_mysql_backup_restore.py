@@ -281,7 +281,7 @@ def run_module(name, args, check=False):
     argv = [str(REPO / ".venv" / "bin" / "ansible"), "localhost", "-c", "local", "-m", f"lifeboat.dr.{name}",
             "-a", json.dumps(args)] + (["--check"] if check else [])
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
-    head, _, body = proc.stdout.partition(" => ")
+    head, _sep, body = proc.stdout.partition(" => ")
     assert body, f"no module result:\n{proc.stdout}\n{proc.stderr}"
     result = json.loads(body)
     assert "FAILED" not in head and not result.get("failed"), result.get("msg")

@@ -16,6 +16,7 @@ import secrets
 import time
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import backupset, binlog, keys, mysql, mysql_backup, pitr
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import RecoveryTargetInvalid
 
@@ -64,7 +65,7 @@ def scenario(lab_env, tmp_path_factory):
     n = _write_for(conn, 1.3, n + 2, "after-base")
     before_drop = sorted(r[0] for r in mysql.query_all(conn, "SELECT id FROM ticks"))
     mysql.execute(conn, "DROP TABLE ticks")
-    for _ in range(6):
+    for _row in range(6):
         mysql.execute(conn, "INSERT INTO other (ts) VALUES (UNIX_TIMESTAMP())")
         time.sleep(0.2)
     conn.close()
