@@ -15,8 +15,13 @@ run's peak). Compared, median of ``--runs``:
   and < 100 MB.
 
 Pipeline times are measured inside the child around the work (interpreter start-up
-excluded); zstd times are the wall time of the CLI process. Results: a table on stdout
-and JSON in ``bench/results/pipeline.json``.
+excluded); zstd times are the wall time of the CLI process. Each run measures the CLI and
+the pipeline back to back, so besides the ratio of the medians the *median of the per-run
+ratios* is reported (the two sides of a pair see about the same load from other work on a
+shared machine). CPU seconds (user+sys, all threads) are reported too: on a loaded machine
+they show the work done, independently of how much of the CPU the run was given. The load
+average before and after the run is recorded. Results: a table on stdout and JSON in
+``bench/results/pipeline.json``.
 """
 
 from __future__ import annotations
@@ -130,6 +135,7 @@ def make_input(path: Path, size_mb: int) -> None:
 
 # -- children ------------------------------------------------------------------------------
 def child_write(src: Path, dest: Path, threads: int, record_out: Path) -> dict:
+    cpu = time.process_time()
     start = time.perf_counter()
     with open(src, "rb", buffering=0) as inp, open_artifact_writer(
             dest, data_key=KEY, set_id=SET_ID, artifact_path=ARTIFACT, codec=Codec("zstd", 3, threads)) as writer:
@@ -137,19 +143,21 @@ def child_write(src: Path, dest: Path, threads: int, record_out: Path) -> dict:
             writer.write(piece)
     record = writer.record
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     record_out.write_text(json.dumps(record))
-    return {"elapsed_s": elapsed, "stored_size": record["stored_size"]}
+    return {"elapsed_s": elapsed, "cpu_s": cpu, "stored_size": record["stored_size"]}
 
 
 def child_read(src: Path, record_in: Path) -> dict:
     record = json.loads(record_in.read_text())
+    cpu = time.process_time()
     start = time.perf_counter()
     with open_artifact_reader(src, data_key=KEY, set_id=SET_ID, artifact_path=ARTIFACT, record=record) as reader, \
             open(os.devnull, "wb") as sink:
         while piece := reader.read1(MB):
             sink.write(piece)
         assert reader.verified
-    return {"elapsed_s": time.perf_counter() - start}
+    return {"elapsed_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
 
 
 def child_rss(size_mb: int, dest: Path, threads: int) -> dict:
@@ -168,10 +176,26 @@ def run_child(*args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def time_cli(argv: list[str]) -> float:
+def time_cli(argv: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user+sys) of one CLI run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def machine() -> dict:
+    """Date, CPUs and load average, for the record of the conditions of a run."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(), "cpu_model": model,
+            "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 # -- parent --------------------------------------------------------------------------------
@@ -181,34 +205,53 @@ def bench(size_mb: int, runs: int, rss_sizes: list[int], work: Path) -> dict:
     src = work / f"dump-{size_mb}MB.sql"
     make_input(src, size_mb)
     nbytes = src.stat().st_size
-    times: dict[str, list[float]] = {k: [] for k in ("zstd_T1", "pipe_T0", "zstd_T2", "pipe_T2", "zstd_d", "pipe_read")}
+    keys = ("zstd_T1", "pipe_T0", "zstd_T2", "pipe_T2", "zstd_d", "pipe_read")
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    cpu: dict[str, list[float]] = {k: [] for k in keys}
     sizes = {}
     peaks: dict[str, int] = {}
+    conditions = {"before": machine()}
     for _ in range(runs):
         for name, threads, cli in (("T1", 0, "-T1"), ("T2", 2, "-T2")):
             zst = work / "out.zst"
-            times[f"zstd_{name}"].append(time_cli(["zstd", "-3", cli, "-q", "-f", str(src), "-o", str(zst)]))
+            wall, used = time_cli(["zstd", "-3", cli, "-q", "-f", str(src), "-o", str(zst)])
+            times[f"zstd_{name}"].append(wall)
+            cpu[f"zstd_{name}"].append(used)
             sizes["zstd"] = zst.stat().st_size
             art = work / f"out-{name}.lba"
             art.unlink(missing_ok=True)
             res = run_child("write", str(src), str(art), str(threads), str(work / f"record-{name}.json"))
             times[f"pipe_T{threads}"].append(res["elapsed_s"])
+            cpu[f"pipe_T{threads}"].append(res["cpu_s"])
             peaks[f"pipe_T{threads}"] = max(peaks.get(f"pipe_T{threads}", 0), res["maxrss_kb"])
             sizes["pipeline"] = res["stored_size"]
-        times["zstd_d"].append(time_cli(["zstd", "-d", "-q", "-f", str(work / "out.zst"), "-o", os.devnull]))
+        wall, used = time_cli(["zstd", "-d", "-q", "-f", str(work / "out.zst"), "-o", os.devnull])
+        times["zstd_d"].append(wall)
+        cpu["zstd_d"].append(used)
         res = run_child("read", str(work / "out-T1.lba"), str(work / "record-T1.json"))
         times["pipe_read"].append(res["elapsed_s"])
+        cpu["pipe_read"].append(res["cpu_s"])
         peaks["pipe_read"] = max(peaks.get("pipe_read", 0), res["maxrss_kb"])
+    conditions["after"] = machine()
     med = {k: statistics.median(v) for k, v in times.items()}
+    pairs = {"compress_T1": ("zstd_T1", "pipe_T0"), "compress_T2": ("zstd_T2", "pipe_T2"),
+             "decompress": ("zstd_d", "pipe_read")}
     rss = {}
     for mb in rss_sizes:
         res = run_child("rss", str(mb), str(work / "rss.lba"), "0")
         rss[mb] = {"maxrss_mb": round(res["maxrss_kb"] / 1024, 1), "elapsed_s": round(res["elapsed_s"], 2)}
     mbps = {k: round(nbytes / MB / v, 1) for k, v in med.items()}
     return {
-        "input_mb": round(nbytes / MB, 1), "runs": runs,
+        "input_mb": round(nbytes / MB, 1), "runs": runs, "conditions": conditions,
         "compressed_mb": {k: round(v / MB, 1) for k, v in sizes.items()},
         "median_s": {k: round(v, 3) for k, v in med.items()}, "throughput_mb_s": mbps,
+        "all_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
+        "median_cpu_s": {k: round(statistics.median(v), 3) for k, v in cpu.items()},
+        "median_of_paired_ratios": {
+            name: round(statistics.median(c / p for c, p in zip(times[cli], times[pipe], strict=True)), 2)
+            for name, (cli, pipe) in pairs.items()},
+        "cpu_ratios": {name: round(statistics.median(cpu[cli]) / statistics.median(cpu[pipe]), 2)
+                       for name, (cli, pipe) in pairs.items()},
         "ratios": {
             "compress_T1 (pipeline threads=0 / zstd -3 -T1)": round(med["zstd_T1"] / med["pipe_T0"], 2),
             "compress_T2 (pipeline threads=2 / zstd -3 -T2)": round(med["zstd_T2"] / med["pipe_T2"], 2),
@@ -221,13 +264,17 @@ def bench(size_mb: int, runs: int, rss_sizes: list[int], work: Path) -> dict:
 
 
 def print_table(result: dict) -> None:
-    print(f"input {result['input_mb']} MB of SQL-dump-like text, median of {result['runs']} runs")
-    print(f"{'step':<12}{'seconds':>10}{'MB/s':>10}")
+    cond = result["conditions"]
+    print(f"input {result['input_mb']} MB of SQL-dump-like text, median of {result['runs']} runs, "
+          f"{cond['before']['date']}, load average {cond['before']['loadavg']} -> {cond['after']['loadavg']}")
+    print(f"{'step':<12}{'seconds':>10}{'MB/s':>10}{'CPU s':>10}")
     for key, secs in result["median_s"].items():
-        print(f"{key:<12}{secs:>10.3f}{result['throughput_mb_s'][key]:>10.1f}")
+        print(f"{key:<12}{secs:>10.3f}{result['throughput_mb_s'][key]:>10.1f}{result['median_cpu_s'][key]:>10.3f}")
     print("ratios (>= 0.8 is the goal):")
     for key, ratio in result["ratios"].items():
         print(f"  {key:<52}{ratio:>6.2f}")
+    print("median of per-run ratios: " + ", ".join(f"{k} {v}" for k, v in result["median_of_paired_ratios"].items()))
+    print("CPU-time ratios (CLI / pipeline): " + ", ".join(f"{k} {v}" for k, v in result["cpu_ratios"].items()))
     peaks = result["peak_rss_mb_at_input_size"]
     print("peak RSS at the input size: " + ", ".join(f"{k} {v} MB" for k, v in peaks.items()))
     print("peak RSS of the writer process (< 100 MB and flat is the goal):")
