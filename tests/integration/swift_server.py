@@ -9,7 +9,9 @@ loopback UDP port nobody listens on (swift has no "no syslog" switch).
 
 Usage (session fixture, started once, about 3-6 s)::
 
-    from swift_server import swift_s3   # in the test module (pytest fixture)
+    @pytest.fixture(scope="session")
+    def swift_s3(tmp_path_factory):
+        yield from swift_server.running_swift(tmp_path_factory)
 
     def test_x(swift_s3): swift_s3.endpoint, swift_s3.access_key, swift_s3.secret_key
 """
@@ -190,9 +192,11 @@ use = egg:swift#dlo
         self.procs.clear()
 
 
-@pytest.fixture(scope="session")
-def swift_s3(tmp_path_factory):
-    """A running Swift with s3api on 127.0.0.1 (session scope); skipped if Swift is not installed."""
+def running_swift(tmp_path_factory):
+    """Generator for a session fixture: a running Swift with s3api on 127.0.0.1, stopped afterwards.
+
+    Skips the test when Swift is not installed.
+    """
     missing = missing_programs()
     if missing:
         pytest.skip(f"OpenStack Swift is not installed: apt-get install {' '.join(missing)} (make setup does)")

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from swift_server import swift_s3  # noqa: F401 (pytest fixture)
+import swift_server
 
 from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
 from ansible_collections.lifeboat.dr.plugins.module_utils import keys, offsite
@@ -20,6 +20,12 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.errors import NotFound
 
 PART = 5 * 1024 * 1024
 BIG = os.urandom(PART * 2 + 12345)  # stored > 2 parts: a 3-part multipart upload
+
+
+@pytest.fixture(scope="session")
+def swift_s3(tmp_path_factory):
+    """A real Swift + s3api on 127.0.0.1, started once per session."""
+    yield from swift_server.running_swift(tmp_path_factory)
 
 
 @pytest.fixture()
