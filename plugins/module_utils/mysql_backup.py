@@ -88,6 +88,7 @@ class Column:
     type: str
     charset: Optional[str] = None
     nullable: bool = True
+    auto_increment: bool = False
 
     def select_expr(self) -> str:
         """SQL expression rendering the value as a SQL literal (``NULL`` for NULL), no raw newline."""
@@ -103,7 +104,8 @@ class Column:
         return f"REPLACE(QUOTE({col}),'\\n','\\\\n')"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "charset": self.charset, "nullable": self.nullable}
+        return {"name": self.name, "type": self.type, "charset": self.charset, "nullable": self.nullable,
+                "auto_increment": self.auto_increment}
 
 
 @dataclass
@@ -307,6 +309,12 @@ def tsv_load_sql(spec: TableSpec, path: str, db: str, table: Optional[str] = Non
     targets, sets = [], []
     nullable = {c.name: i for i, c in enumerate(nullable_columns(spec))}
     for i, col in enumerate(spec.columns):
+        if col.name not in nullable and col.auto_increment:
+            # through SET: MariaDB 10.11 ignores NO_AUTO_VALUE_ON_ZERO for a column read directly
+            # when the statement has a SET clause (a stored 0 would get a new value)
+            targets.append(f"@v{i}")
+            sets.append(f"{my.quote_ident(col.name)} = @v{i}")
+            continue
         if col.name not in nullable:
             targets.append(my.quote_ident(col.name))
             continue
@@ -514,7 +522,8 @@ def _columns(conn: Any, marks: str, databases: Sequence[str]) -> dict[tuple[str,
         if "GENERATED" in _s(extra or "").upper():
             continue  # generated columns are recomputed by the server on load
         out.setdefault((_s(db), _s(table)), []).append(Column(_s(name), _s(dtype).lower(), _s(charset),
-                                                              _s(nullable) == "YES"))
+                                                              _s(nullable) == "YES",
+                                                              "AUTO_INCREMENT" in _s(extra or "").upper()))
     return out
 
 
