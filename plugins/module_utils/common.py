@@ -11,6 +11,9 @@ Option layers (each documented by the doc fragment of the same name in
 * ``redis_argument_spec()``  -> fragment ``lifeboat.dr.redis``: how to reach a Redis server.
 * ``vault_argument_spec()``  -> fragment ``lifeboat.dr.vault``: how to reach Vault/OpenBao (as community.hashi_vault).
 
+:func:`keyring_from_params` / :func:`codec_from_params` turn the store layer's options
+into the key ring and the compression codec every module passes to the engines.
+
 A module builds its spec by merging layers with its own options, creates a
 :class:`LifeboatModule`, and hands one function to :func:`run_module`, which
 turns any :class:`LifeboatError` into ``fail_json(msg=...)`` naming the host
@@ -85,6 +88,31 @@ def vault_argument_spec() -> dict[str, Any]:
         validate_certs=dict(type="bool", default=True),
         timeout=dict(type="int", default=30),
     )
+
+
+def keyring_from_params(params: dict[str, Any]) -> Any:
+    """The :class:`keys.KeyRing` the ``lifeboat.dr.store`` options name.
+
+    ``key_file`` (primary KEK), ``escrow_key_file`` (second recipient) and, with
+    ``transit_url``, a Vault/OpenBao transit KEK (``transit_token``, ``transit_mount``,
+    ``transit_key``). Raises the key errors of :mod:`keys` (e.g. :class:`errors.KeyUnavailable`).
+    """
+    from ansible_collections.lifeboat.dr.plugins.module_utils.keys import KeyRing
+
+    transit = None
+    if params.get("transit_url"):
+        transit = {"url": params["transit_url"], "token": params.get("transit_token"),
+                   "mount": params.get("transit_mount") or "transit", "key_name": params.get("transit_key")}
+    return KeyRing.from_options(key_file=params.get("key_file"), escrow_key_file=params.get("escrow_key_file"),
+                                transit=transit)
+
+
+def codec_from_params(params: dict[str, Any]) -> Any:
+    """The :class:`compression.Codec` of the ``compression`` / ``compression_level`` options
+    (``zstd`` when unset; level ``None`` = the codec's default)."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
+
+    return Codec(params.get("compression") or "zstd", params.get("compression_level"))
 
 
 def merge_specs(*specs: dict[str, Any]) -> dict[str, Any]:

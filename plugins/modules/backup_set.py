@@ -149,11 +149,12 @@ would:
 from ansible_collections.lifeboat.dr.plugins.module_utils import orchestrate
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
+    codec_from_params,
+    keyring_from_params,
     merge_specs,
     run_module,
     store_argument_spec,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.files_engine import codec_from_params, keyring_from_params
 
 
 def argument_spec():

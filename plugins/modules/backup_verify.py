@@ -131,12 +131,12 @@ record:
 from ansible_collections.lifeboat.dr.plugins.module_utils import orchestrate
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
+    keyring_from_params,
     merge_specs,
     run_module,
     store_argument_spec,
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import VerificationFailed
-from ansible_collections.lifeboat.dr.plugins.module_utils.files_engine import keyring_from_params
 from ansible_collections.lifeboat.dr.plugins.module_utils.set_verify import verify_set
 
 

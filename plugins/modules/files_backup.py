@@ -117,14 +117,14 @@ stored_bytes:
 from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
+    codec_from_params,
+    keyring_from_params,
     merge_specs,
     run_module,
     store_argument_spec,
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.files_engine import (
     backup_files_into,
-    codec_from_params,
-    keyring_from_params,
     plan_files_backup,
     resolve_parent,
     run_files_backup,

@@ -82,11 +82,12 @@ folders:
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
+    keyring_from_params,
     merge_specs,
     run_module,
     store_argument_spec,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.files_engine import keyring_from_params, run_files_restore
+from ansible_collections.lifeboat.dr.plugins.module_utils.files_engine import run_files_restore
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
 
 

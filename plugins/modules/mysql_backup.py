@@ -155,6 +155,8 @@ server_identity:
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
+    codec_from_params,
+    keyring_from_params,
     merge_specs,
     mysql_argument_spec,
     run_module,
@@ -163,8 +165,6 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
 from ansible_collections.lifeboat.dr.plugins.module_utils.mysql import ConnParams
 from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_backup import (
     backup_mysql_into,
-    codec_from_params,
-    keyring_from_params,
     plan_backup,
     run_backup,
 )

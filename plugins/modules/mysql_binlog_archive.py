@@ -131,13 +131,14 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
 from ansible_collections.lifeboat.dr.plugins.module_utils.binlog import archive_binlogs, salvage_from_files
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
+    codec_from_params,
+    keyring_from_params,
     merge_specs,
     mysql_argument_spec,
     run_module,
     store_argument_spec,
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.mysql import ConnParams
-from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_backup import codec_from_params, keyring_from_params
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
 
 

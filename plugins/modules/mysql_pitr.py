@@ -147,6 +147,7 @@ from ansible_collections.lifeboat.dr.plugins.module_utils import pitr
 from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
+    keyring_from_params,
     merge_specs,
     mysql_argument_spec,
     run_module,
@@ -154,7 +155,6 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
 from ansible_collections.lifeboat.dr.plugins.module_utils.mysql import ConnParams
-from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_backup import keyring_from_params
 
 TARGETS = ("target_time", "target_position", "target_gtid", "before", "latest")
 

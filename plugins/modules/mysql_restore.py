@@ -155,13 +155,13 @@ duration_s:
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
+    keyring_from_params,
     merge_specs,
     mysql_argument_spec,
     run_module,
     store_argument_spec,
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.mysql import ConnParams, connect, detect_flavor
-from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_backup import keyring_from_params
 from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_restore import (
     MODES,
     open_backup_set,

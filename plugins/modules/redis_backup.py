@@ -153,12 +153,13 @@ server:
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
+    codec_from_params,
+    keyring_from_params,
     merge_specs,
     redis_argument_spec,
     run_module,
     store_argument_spec,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.files_engine import codec_from_params, keyring_from_params
 from ansible_collections.lifeboat.dr.plugins.module_utils.orchestrate import write_component
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
 from ansible_collections.lifeboat.dr.plugins.module_utils.redis_conn import RedisParams

@@ -154,12 +154,12 @@ would_move_aside:
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
+    keyring_from_params,
     merge_specs,
     redis_argument_spec,
     run_module,
     store_argument_spec,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.files_engine import keyring_from_params
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
 from ansible_collections.lifeboat.dr.plugins.module_utils.redis_conn import RedisParams
 from ansible_collections.lifeboat.dr.plugins.module_utils.redis_engine import run_redis_restore

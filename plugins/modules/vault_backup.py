@@ -109,12 +109,12 @@ stored_bytes:
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
+    keyring_from_params,
     merge_specs,
     run_module,
     store_argument_spec,
     vault_argument_spec,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.files_engine import keyring_from_params
 from ansible_collections.lifeboat.dr.plugins.module_utils.orchestrate import write_component
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
 from ansible_collections.lifeboat.dr.plugins.module_utils.vault_conn import connect_params
