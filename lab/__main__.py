@@ -9,7 +9,6 @@ import sys
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import LifeboatError
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_logger
-
 from lab import seed, services
 from lab.envinfo import env, export_lines
 from lab.layout import load_layout

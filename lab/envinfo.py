@@ -6,7 +6,6 @@ import os
 import shlex
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
-
 from lab import svc_mysql, svc_redis
 from lab.layout import load_layout
 from lab.secrets import load_secrets

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_logger
-
 from lab import procs
 from lab.layout import REPO_DIR, Layout
 from lab.secrets import make_private_dir

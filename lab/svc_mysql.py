@@ -22,7 +22,6 @@ from typing import Iterator
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import LifeboatError
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_logger
-
 from lab import procs
 from lab.layout import Layout
 from lab.secrets import ensure_secrets, make_private_dir
