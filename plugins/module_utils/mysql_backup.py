@@ -585,7 +585,7 @@ def object_blocks(conn: Any, databases: Sequence[str], views: Sequence[tuple[str
                            doing=f"reading {rtype.lower()} {db}.{name}")[0]
         if row[2] is None:
             raise PermissionDenied(f"cannot read the body of {rtype.lower()} {db}.{name}",
-                                      hint="GRANT SELECT ON mysql.proc (or SHOW CREATE ROUTINE) to the backup user")
+                                   hint="GRANT SELECT ON mysql.proc (or SHOW CREATE ROUTINE) to the backup user")
         blocks.append(({"kind": rtype.lower(), "db": db, "name": name, "sql_mode": _s(row[1]),
                         "charset": _s(row[3]), "collation": _s(row[4])}, _s(row[2])))
     triggers = my.query_all(conn, "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_TABLE FROM"
