@@ -108,9 +108,11 @@ def _measured_restore_s(records: list[dict[str, Any]], component: str) -> Option
             continue
         durations = rec.get("restore_durations_s") or {}
         if isinstance(durations, dict) and isinstance(durations.get(component), (int, float)):
-            return {"seconds": float(durations[component]), "checked_at": rec.get("checked_at")}
+            method = (rec.get("restore_methods") or {}).get(component)
+            return {"seconds": float(durations[component]), "checked_at": rec.get("checked_at"), "method": method}
         if rec.get("component") == component and isinstance(rec.get("duration_s"), (int, float)):
-            return {"seconds": float(rec["duration_s"]), "checked_at": rec.get("checked_at")}
+            return {"seconds": float(rec["duration_s"]), "checked_at": rec.get("checked_at"),
+                    "method": "full verification (scratch restore)"}
     return None
 
 
@@ -131,7 +133,7 @@ def _component_view(store: Store, component: str, infos: list[Any], manifests: d
     view: dict[str, Any] = {"component": component, "latest": None, "age_s": None, "verification": None,
                             "success_rate": None, "jobs_in_window": 0, "failed_in_window": 0,
                             "last_job_result": None, "size_trend": [], "measured_rto_s": None,
-                            "measured_rto_at": None, "rpo_s": None}
+                            "measured_rto_at": None, "measured_rto_method": None, "rpo_s": None}
     in_window = [j for j in backup_jobs if j.get("start") and parse_time(j["start"]) >= window_start]
     if in_window:
         ok = sum(1 for j in in_window if j.get("result") == "ok")
@@ -157,7 +159,8 @@ def _component_view(store: Store, component: str, infos: list[Any], manifests: d
                     "checked_at": last_ver.get("checked_at")})
     measured = _measured_restore_s(records, component)
     if measured:
-        view.update(measured_rto_s=measured["seconds"], measured_rto_at=measured["checked_at"])
+        view.update(measured_rto_s=measured["seconds"], measured_rto_at=measured["checked_at"],
+                    measured_rto_method=measured["method"])
     return view
 
 

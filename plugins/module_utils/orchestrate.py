@@ -15,6 +15,8 @@ different hosts and in parallel. This module gives them the steps, built on
    retry starts the component afresh (its earlier files are discarded).
 3. :func:`publish_multi_set` -- refuse if a component wrote nothing, else publish
    (quick read-back verification, atomic rename). Or :func:`abort_multi_set`.
+   The ``*_recorded`` variants also append the set's one ``backup`` job record (publish
+   ok/failed; an abort replaces it with ``failed``) and an audit record (:mod:`oplog`).
 
 :func:`resolve_set` picks the set a restore or verification uses by default.
 Times are UTC ISO 8601 strings ending in ``Z``; sizes are bytes.
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
+from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     BackupFailed,
     ConfigError,
@@ -179,6 +182,44 @@ def abort_multi_set(store_root: str, set_id: str, reason: str) -> dict[str, Any]
     except NotFound:
         return {"set_id": set_id, "changed": False, "aborted": False}
     return {"set_id": set_id, "changed": True, "aborted": True, "reason": reason}
+
+
+def open_set_state(store_root: str, set_id: str) -> dict[str, Any]:
+    """The open set's state (``started``, ``components``, ...); ``{}`` when unreadable or gone."""
+    path = bs.Store(store_root).partial_root / set_id / bs.STATE_DIR / bs.SET_STATE_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _set_record_fields(store_root: str, set_id: str) -> dict[str, Any]:
+    """Start time, job id (one per set) and components of the open set, for its job record."""
+    state = open_set_state(store_root, set_id)
+    started = state.get("started") or bs.format_time(bs.utc_now())
+    return {"start": started, "job_id": oplog.set_job_id(set_id, started), "backup_id": set_id,
+            "components": list(state.get("components") or [])}
+
+
+def publish_multi_set_recorded(store_root: str, set_id: str, keyring: Any, *, quick_verify: bool = True,
+                               wait_s: float = 30.0) -> dict[str, Any]:
+    """:func:`publish_multi_set`, recorded as the set's ``backup`` job (start = the set's
+    open time, so ``duration_s`` spans the whole backup) plus an audit record."""
+    return oplog.run_recorded(store_root, "backup", lambda handle: publish_multi_set(
+        store_root, set_id, keyring, quick_verify=quick_verify, wait_s=wait_s), target=set_id,
+        describe=oplog.backup_fields, **_set_record_fields(store_root, set_id))
+
+
+def abort_multi_set_recorded(store_root: str, set_id: str, reason: str) -> dict[str, Any]:
+    """:func:`abort_multi_set`; when a set was removed, its ``backup`` job record becomes
+    ``failed`` with ``aborted: <reason>`` (same job id as its publish)."""
+    fields = _set_record_fields(store_root, set_id)
+    result = abort_multi_set(store_root, set_id, reason)
+    if result.get("aborted"):
+        start = fields.pop("start")
+        oplog.record_operation(store_root, "backup", start=start, result="failed", target=set_id,
+                               error=f"aborted: {reason}"[:500], **fields)
+    return result
 
 
 def capture_windows(backup_set: Any) -> dict[str, dict[str, str]]:

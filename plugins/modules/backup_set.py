@@ -22,6 +22,9 @@ description:
     (quick verification, unless O(quick_verify=false)), writes the manifest and renames the set into
     place atomically. The verification record goes to C(<store>/verifications/<set_id>/).
   - O(action=abort) removes the open set; nothing is published.
+  - Publish and abort append the set's record to the job history (C(<store>/jobs/history.jsonl),
+    kind C(backup), one record per set - an abort after a failed publish replaces it) and an
+    audit record; a failure to write them is logged, never fails the task.
   - O(action=resolve) picks a published set (O(backup_id), or the newest usable one) and returns
     its summary; it changes nothing.
 author:
@@ -183,14 +186,14 @@ def act(module):
     if module.check_mode:
         return _describe(p, components)
     if p["action"] == "abort":
-        return orchestrate.abort_multi_set(p["store"], p["set_id"], p["reason"])
+        return orchestrate.abort_multi_set_recorded(p["store"], p["set_id"], p["reason"])
     keyring = keyring_from_params(p)
     if p["action"] == "open":
         opened = orchestrate.open_multi_set(p["store"], components, keyring, codec=codec_from_params(p),
                                             owner=p["owner"], purpose=p["purpose"])
         return dict(changed=True, **opened)
-    return dict(changed=True, **orchestrate.publish_multi_set(p["store"], p["set_id"], keyring,
-                                                              quick_verify=p["quick_verify"]))
+    return dict(changed=True, **orchestrate.publish_multi_set_recorded(p["store"], p["set_id"], keyring,
+                                                                       quick_verify=p["quick_verify"]))
 
 
 def _describe(p, components):
