@@ -89,7 +89,6 @@ options:
   access_key:
     description: S3 access key id; omit to use boto3's usual credential chain.
     type: str
-    no_log: false
   secret_key:
     description: S3 secret key (prefer O(credentials_file)).
     type: str
