@@ -48,6 +48,11 @@ def store_exists(store: Union[str, Path, None]) -> bool:
     return bool(store) and Path(str(store)).is_dir()
 
 
+def named_set(value: Optional[str]) -> Optional[str]:
+    """``value`` unless it is empty or ``latest`` (the set is then only known from the result)."""
+    return None if not value or value == "latest" else value
+
+
 def set_job_id(set_id: str, started: Any) -> str:
     """The job id of the backup of set ``set_id`` (same for its publish and its abort, so the
     history holds one record per set): ``job_<start stamp>Z_<8 hex of the set id>``."""

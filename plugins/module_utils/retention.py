@@ -562,8 +562,11 @@ def prune(store: Union[str, Path, Store], policy: RetentionPolicy, *, check_mode
                 log.info("pruned %s %s: %s", item.kind, item.path, "; ".join(item.reasons))
         removed_partials = store.clean_stale_partials(policy.stale_partial_s)
     result = _summary(planned, removed_partials, freed, False)
-    jobs.record_job(store, "prune", start=started, result="ok", sizes={"freed_bytes": freed},
-                    deleted_sets=[d["set_id"] for d in result["deleted_sets"]])
+    try:
+        jobs.record_job(store, "prune", start=started, result="ok", sizes={"freed_bytes": freed},
+                        deleted_sets=[d["set_id"] for d in result["deleted_sets"]])
+    except (OSError, LifeboatError, TypeError, ValueError) as err:  # the history never fails the prune
+        log.warning("could not append the prune job record: %s", err)
     audit.safe_append(store, "prune", str(store.root), "changed" if result["changed"] else "unchanged",
                       deleted_sets=[d["set_id"] for d in result["deleted_sets"]],
                       deleted_side=len(result["deleted_side"]), freed_bytes=freed)

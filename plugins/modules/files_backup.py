@@ -20,6 +20,8 @@ description:
   - With O(incremental_from), only files new or changed since that set (size and mtime, confirmed
     by hash when only the mtime moved) are stored, deletions are recorded, and the manifest names
     the parent set and the whole chain.
+  - Without C(set_id) (a set of its own), each run appends a C(backup) job record and an audit record to
+    the store; with C(set_id) the set's record is written when M(lifeboat.dr.backup_set) publishes or aborts it.
 author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -114,6 +116,7 @@ stored_bytes:
   type: int
 '''
 
+from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
 from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
@@ -157,9 +160,10 @@ def backup(module):
                               parent=resolve_parent(Store(p["store"]), p["incremental_from"]),
                               progress=log_progress())))
         return dict(changed=True, **result)
-    result = run_files_backup(p["store"], keyring_from_params(p), paths, include=p["include"], exclude=p["exclude"],
-                              incremental_from=p["incremental_from"], codec=codec_from_params(p),
-                              set_type=p["set_type"], progress=log_progress())
+    result = oplog.run_recorded(p["store"], "backup", lambda handle: run_files_backup(
+        p["store"], keyring_from_params(p), paths, include=p["include"], exclude=p["exclude"],
+        incremental_from=p["incremental_from"], codec=codec_from_params(p), set_type=p["set_type"],
+        progress=log_progress()), describe=oplog.backup_fields, components=["app"])
     warnings = [f"{name}: {path} changed while it was read" for name, f in result["folders"].items()
                 for path in f["changed_during_backup"]]
     for warning in warnings:

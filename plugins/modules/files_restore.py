@@ -18,6 +18,10 @@ description:
   - Archive members that would escape the target (absolute names, C(..), symlinks or hard links
     pointing outside, device files) fail the task naming the member; the target is not touched.
   - Owners are restored when running as root.
+  - Each run (outside check mode) appends a C(restore) job record to C(<store>/jobs/history.jsonl) and an
+    audit record; a restore that passed its check is recorded with C(details.verified=true) and
+    C(details.kept_aside) (the C(.lbprev-*) folders); M(lifeboat.dr.prune) removes kept-aside data
+    only after such a verified restore.
 author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -80,6 +84,7 @@ folders:
   type: dict
 '''
 
+from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
     keyring_from_params,
@@ -104,8 +109,10 @@ def restore(module):
     """Check mode: the plan; else restore each folder aside, verify, swap in."""
     p = module.params
     targets = {str(k): str(v) for k, v in (p["targets"] or {}).items()}
-    return run_files_restore(p["store"], keyring_from_params(p), p["set_id"], targets=targets or None,
-                             names=p["names"], check_mode=module.check_mode, progress=log_progress())
+    return oplog.run_recorded(p["store"], "restore", lambda handle: run_files_restore(
+        p["store"], keyring_from_params(p), p["set_id"], targets=targets or None, names=p["names"],
+        check_mode=module.check_mode, progress=log_progress()), check_mode=module.check_mode,
+        describe=oplog.files_restore_fields, components=["app"], backup_id=oplog.named_set(p["set_id"]))
 
 
 def main():

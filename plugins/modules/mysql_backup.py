@@ -24,6 +24,8 @@ description:
   - Any failure (server error, dump tool exit code or error message, stream error) fails
     the task and publishes nothing.
   - Tested on MariaDB 10.11; MySQL 8 code paths are untested (see docs/mysql.md).
+  - Without C(set_id) (a set of its own), each run appends a C(backup) job record and an audit record to
+    the store; with C(set_id) the set's record is written when M(lifeboat.dr.backup_set) publishes or aborts it.
 author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -153,6 +155,7 @@ server_identity:
   sample: mariadb:server_id=1:domain=0
 '''
 
+from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
     codec_from_params,
@@ -196,9 +199,10 @@ def backup(module):
             writer, conn, databases=p["databases"], parallel=p["parallel"], include_users=p["include_users"],
             progress=log_progress()))
         return dict(changed=True, **result)
-    result = run_backup(p["store"], keyring_from_params(p), conn, codec=codec_from_params(p),
-                        databases=p["databases"], parallel=p["parallel"], include_users=p["include_users"],
-                        set_type=p["set_type"], progress=log_progress())
+    result = oplog.run_recorded(p["store"], "backup", lambda handle: run_backup(
+        p["store"], keyring_from_params(p), conn, codec=codec_from_params(p), databases=p["databases"],
+        parallel=p["parallel"], include_users=p["include_users"], set_type=p["set_type"], progress=log_progress()),
+        describe=oplog.backup_fields, components=["mysql"])
     return dict(changed=True, **result)
 
 

@@ -25,6 +25,8 @@ description:
     including the active file up to its last complete event.
   - Takes the store's C(binlog) lock; it never waits for a running full backup.
   - Tested on MariaDB 10.11; MySQL 8 code paths are untested (see docs/pitr.md).
+  - Each run (outside check mode) appends a C(binlog_archive) job record (files and bytes archived,
+    gaps) and an audit record to the store.
 author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -127,6 +129,7 @@ would_archive:
   elements: str
 '''
 
+from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
 from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
 from ansible_collections.lifeboat.dr.plugins.module_utils.binlog import archive_binlogs, salvage_from_files
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
@@ -156,6 +159,13 @@ def archive(module):
     """One archive (or salvage) run; check mode decides before any side effect."""
     p = module.params
     store = Store(p["store"])
+    return oplog.run_recorded(p["store"], "binlog_archive", lambda handle: _archive(module, store),
+                              check_mode=module.check_mode, describe=oplog.binlog_archive_fields,
+                              components=["mysql"], salvage=bool(p["salvage_dir"]))
+
+
+def _archive(module, store):
+    p = module.params
     keyring = None if module.check_mode else keyring_from_params(p)
     if p["salvage_dir"]:
         return salvage_from_files(p["salvage_dir"], store, keyring, identity=p["identity"],

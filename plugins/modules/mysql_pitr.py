@@ -28,6 +28,8 @@ description:
     inclusive; O(before) stops just before the matched event (by position); O(latest)
     replays everything archived.
   - Tested on MariaDB 10.11; MySQL 8 code paths are untested.
+  - C(execute) (outside check mode) appends a C(pitr) job record (base set, stop point, kept-aside
+    C(<db>__lbprev_*) schemas) and an audit record to the store.
 author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -143,7 +145,7 @@ replay:
   type: dict
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import pitr
+from ansible_collections.lifeboat.dr.plugins.module_utils import oplog, pitr
 from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
@@ -206,8 +208,10 @@ def run(module):
     if mode == "plan" or module.check_mode:
         return dict(changed=mode == "execute",
                     plan=pitr.plan(store, keyring, target, identity=p["identity"], databases=p["databases"]))
-    return pitr.execute(store, keyring, target, ConnParams.from_module_params(p), identity=p["identity"],
-                        databases=p["databases"], log_replayed=p["log_replayed"])
+    return oplog.run_recorded(p["store"], "pitr", lambda handle: pitr.execute(
+        store, keyring, target, ConnParams.from_module_params(p), identity=p["identity"], databases=p["databases"],
+        log_replayed=p["log_replayed"]), describe=oplog.pitr_fields, components=["mysql"], identity=p["identity"],
+        target=str(target))
 
 
 def main():

@@ -20,6 +20,9 @@ description:
     C(RENAME TABLE); the previous tables are kept in C(<db>__lbprev_<time>) and never deleted.
   - Views, routines, triggers and events of restored databases are recreated after the swap.
   - Tested on MariaDB 10.11; MySQL 8 is untested (see docs/mysql.md).
+  - Each run (outside check mode) appends a C(restore) job record to C(<store>/jobs/history.jsonl) and an
+    audit record; a restore that passed its check is recorded with C(details.verified=true) and
+    C(details.kept_aside) (the C(<db>__lbprev_*) schemas; Lifeboat never drops them).
 author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -153,6 +156,7 @@ duration_s:
   type: float
 '''
 
+from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
     keyring_from_params,
@@ -206,6 +210,13 @@ def restore(module):
                 server.close()
             return dict(changed=True, plan=plan.describe(), server=flavor.to_dict())
         return dict(changed=True, plan=plan.describe())
+    return oplog.run_recorded(p["store"], "restore", lambda handle: _restore(p, conn, backup_set, options),
+                              describe=oplog.mysql_restore_fields, components=["mysql"], backup_id=backup_set.set_id,
+                              mode=p["mode"])
+
+
+def _restore(p, conn, backup_set, options):
+    """The staged, verified restore (outside check mode)."""
     service = None
     if p["mode"] == "reinit_datadir" and p["service_manager"]:
         from ansible_collections.lifeboat.dr.plugins.module_utils.service import get_service

@@ -23,6 +23,7 @@ description:
     vault sets) older than O(kept_aside_days) once that restore is recorded as verified, and
     unfinished sets untouched for O(stale_partial_hours) with no live writer.
   - Takes the store's C(prune) lock. In check mode it lists exactly what would go and why.
+  - Each run (outside check mode) appends a C(prune) job record and an audit record (a failed run too).
 author:
   - Lifeboat contributors (!UNKNOWN)
 options:
@@ -150,7 +151,7 @@ freed_bytes:
   type: int
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import retention
+from ansible_collections.lifeboat.dr.plugins.module_utils import oplog, retention
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import LifeboatModule, run_module
 
 
@@ -179,8 +180,10 @@ def run_prune(module):
     """Build the policy from the options and prune (check mode: plan only)."""
     params = module.params
     policy = retention.policy_from_options(params)
-    return retention.prune(params["store"], policy, check_mode=module.check_mode,
-                           kept_aside_roots=params["kept_aside_roots"], lock_wait_s=params["lock_wait"])
+    return oplog.run_recorded(params["store"], "prune", lambda handle: retention.prune(
+        params["store"], policy, check_mode=module.check_mode, kept_aside_roots=params["kept_aside_roots"],
+        lock_wait_s=params["lock_wait"]), check_mode=module.check_mode, record_success=False,
+        target=params["store"])
 
 
 def main():

@@ -27,6 +27,8 @@ description:
     counts in the set (C(redis/redis_backup_metadata.json) and the manifest).
   - The ACL user needs C(sync), C(replconf), C(info) (network mode), plus C(bgsave),
     C(bgrewriteaof) and C(config|get) for file mode and the AOF.
+  - Without C(set_id) (a set of its own), each run appends a C(backup) job record and an audit record to
+    the store; with C(set_id) the set's record is written when M(lifeboat.dr.backup_set) publishes or aborts it.
 author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -151,6 +153,7 @@ server:
   type: dict
 '''
 
+from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
     codec_from_params,
@@ -194,9 +197,10 @@ def backup(module):
             writer, conn, mode=p["mode"], include_aof=p["include_aof"], data_dir=p["data_dir"],
             progress=log_progress()))
         return dict(changed=True, **result)
-    result = run_redis_backup(p["store"], keyring, conn, codec=codec_from_params(p), mode=p["mode"],
-                              include_aof=p["include_aof"], data_dir=p["data_dir"], set_type=p["set_type"],
-                              progress=log_progress())
+    result = oplog.run_recorded(p["store"], "backup", lambda handle: run_redis_backup(
+        p["store"], keyring, conn, codec=codec_from_params(p), mode=p["mode"], include_aof=p["include_aof"],
+        data_dir=p["data_dir"], set_type=p["set_type"], progress=log_progress()),
+        describe=oplog.backup_fields, components=["redis"])
     return dict(changed=True, **result)
 
 

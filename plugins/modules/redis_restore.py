@@ -25,6 +25,10 @@ description:
     are moved to C(<data_dir>.lbfailed-<UTC time>), the previous files are put back, the server
     is started again, and the module fails.
   - Must run on the Redis host, as a user that may write O(data_dir) and control the service.
+  - Each run (outside check mode) appends a C(restore) job record to C(<store>/jobs/history.jsonl) and an
+    audit record; a restore that passed its check is recorded with C(details.verified=true) and
+    C(details.kept_aside) (the C(<data_dir>.lbprev-*) folder); M(lifeboat.dr.prune) removes kept-aside data
+    only after such a verified restore.
 author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -152,6 +156,7 @@ would_move_aside:
   elements: str
 '''
 
+from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
     keyring_from_params,
@@ -187,10 +192,11 @@ def restore(module):
     keyring = keyring_from_params(p)
     service = get_service(p["service_manager"], p["service_name"], **(p["service_settings"] or {}))
     overrides = {k: p[k] for k in ("dbfilename", "appenddirname", "appendfilename")}
-    return run_redis_restore(p["store"], keyring, RedisParams.from_module_params(p), service=service,
-                             set_id=p["backup_id"], data_dir=p["data_dir"], layout_overrides=overrides,
-                             start_timeout_s=p["start_timeout"], check_mode=module.check_mode,
-                             progress=log_progress())
+    return oplog.run_recorded(p["store"], "restore", lambda handle: run_redis_restore(
+        p["store"], keyring, RedisParams.from_module_params(p), service=service, set_id=p["backup_id"],
+        data_dir=p["data_dir"], layout_overrides=overrides, start_timeout_s=p["start_timeout"],
+        check_mode=module.check_mode, progress=log_progress()), check_mode=module.check_mode,
+        describe=oplog.redis_restore_fields, components=["redis"], backup_id=oplog.named_set(p["backup_id"]))
 
 
 def main():

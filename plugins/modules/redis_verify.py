@@ -21,6 +21,7 @@ description:
   - The result is stored beside the set (C(<store>/verifications/<set_id>/)) unless O(record=false).
   - The module fails when a check fails; the message names the failed checks and the stored
     record holds all of them.
+  - Each run (outside check mode) appends a C(verify) job record and an audit record to the store.
 author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -108,6 +109,7 @@ record:
   type: str
 '''
 
+from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
     keyring_from_params,
@@ -133,9 +135,17 @@ def argument_spec():
 def verify(module):
     """Run the checks; record them (not in check mode); fail when one failed."""
     p = module.params
+    return oplog.run_recorded(p["store"], "verify", lambda handle: _verify(module, handle),
+                              check_mode=module.check_mode, describe=oplog.verify_fields, components=["redis"],
+                              mode=p["mode"], backup_id=oplog.named_set(p["backup_id"]))
+
+
+def _verify(module, handle):
+    p = module.params
     record = p["record"] and not module.check_mode
     report = run_redis_verify(p["store"], keyring_from_params(p), set_id=p["backup_id"], mode=p["mode"],
                               work_dir=p["work_dir"], record=record, progress=log_progress())
+    handle.update(backup_id=report["set_id"])
     if not report["ok"]:
         failed = "; ".join(f"{c['name']}: {c['detail']}" for c in report["checks"] if not c["ok"])
         raise VerificationFailed(f"Redis backup {report['set_id']} failed {report['mode']} verification: {failed}",

@@ -19,6 +19,8 @@ description:
   - The set must be encrypted with a key file only; a transit KEK (O(transit_url)) is refused,
     because that Vault would be needed to read the backup that rebuilds it.
   - The token needs C(read) on C(sys/storage/raft/snapshot) (see docs/vault.md).
+  - Without C(set_id) (a set of its own), each run appends a C(backup) job record and an audit record to
+    the store; with C(set_id) the set's record is written when M(lifeboat.dr.backup_set) publishes or aborts it.
 author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -107,6 +109,7 @@ stored_bytes:
   type: int
 '''
 
+from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
     keyring_from_params,
@@ -144,7 +147,9 @@ def backup(module):
         result = write_component(p["store"], p["set_id"], "vault", keyring, lambda writer: backup_vault_into(
             writer, conn, keyring=keyring, progress=log_progress()))
         return dict(changed=True, **result)
-    result = run_vault_backup(p["store"], keyring, conn, set_type=p["set_type"], progress=log_progress())
+    result = oplog.run_recorded(p["store"], "backup", lambda handle: run_vault_backup(
+        p["store"], keyring, conn, set_type=p["set_type"], progress=log_progress()),
+        describe=oplog.backup_fields, components=["vault"])
     return dict(changed=True, **result)
 
 

@@ -19,6 +19,10 @@ description:
     unseal keys, root keys and tokens are those of the snapshot's time; if the cluster seals
     itself it is unsealed with O(unseal_keys_file). A token created after the snapshot no
     longer works (RV(token_valid)); see docs/vault.md.
+  - Each run (outside check mode) appends a C(restore) job record to C(<store>/jobs/history.jsonl) and an
+    audit record; a restore that passed its check is recorded with C(details.verified=true) and
+    C(details.kept_aside) (the kept-aside set id); M(lifeboat.dr.prune) removes kept-aside data
+    only after such a verified restore.
 author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -98,6 +102,7 @@ check_path_ok:
   type: bool
 '''
 
+from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
 from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     LifeboatModule,
     keyring_from_params,
@@ -124,9 +129,12 @@ def argument_spec():
 def restore(module):
     """Check mode: decrypt + check the snapshot and the cluster; else keep aside and force-restore."""
     p = module.params
-    return run_vault_restore(p["store"], keyring_from_params(p), connect_params(p), p["set_id"],
-                             unseal_keys_file=p["unseal_keys_file"], keep_aside=p["keep_aside"],
-                             check_mode=module.check_mode, check_path=p["check_path"], progress=log_progress())
+    return oplog.run_recorded(p["store"], "restore", lambda handle: run_vault_restore(
+        p["store"], keyring_from_params(p), connect_params(p), p["set_id"], unseal_keys_file=p["unseal_keys_file"],
+        keep_aside=p["keep_aside"], check_mode=module.check_mode, check_path=p["check_path"],
+        progress=log_progress()), check_mode=module.check_mode,
+        describe=lambda result: oplog.vault_restore_fields(result, p["check_path"]), components=["vault"],
+        backup_id=oplog.named_set(p["set_id"]))
 
 
 def main():
