@@ -237,4 +237,3 @@ class _GzipReader:
                 self._eof = True
             else:
                 self._pending = chunk
-

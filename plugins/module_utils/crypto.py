@@ -77,7 +77,7 @@ MAX_CHUNKS = 1 << 32  # the u32 counter in the nonce; chunk indexes are 0 .. MAX
 _HEADER_BODY = struct.Struct(">4sHBBI8s16s16s")
 HEADER_SIZE = _HEADER_BODY.size + HEADER_MAC_SIZE  # 68
 _TRAILER = struct.Struct(">8sQ")  # magic, number of chunks
-TRAILER_SIZE = _TRAILER.size  # 16
+TRAILER_SIZE: int = struct.calcsize(">8sQ")  # 16, the size of _TRAILER
 
 _KDF_INFO_PREFIX = b"lifeboat/v1 artifact "
 _AAD_PREFIX = b"lifeboat/v1 chunk\0"

@@ -793,8 +793,8 @@ def folder_chain(store: Any, backup_set: Any, name: str) -> list[Any]:
             current = store.open_set(parent_id)
         except LifeboatError as err:
             raise NotFound(f"set {backup_set.set_id} is incremental on {parent_id}, which cannot be opened "
-                           f"({err.message})", hint="restore the missing set into the store, or restore an "
-                                                   "older full set") from err
+                           f"({err.message})",
+                           hint="restore the missing set into the store, or restore an older full set") from err
         seen.add(parent_id)
         chain.append(current)
 
@@ -942,8 +942,6 @@ def describe_plan(result: dict[str, Any]) -> str:
     return "; ".join(f"{n} -> {f['target']} ({len(f['chain'])} set(s))" for n, f in result["folders"].items())
 
 
-
-
 # ----------------------------------------------------------------------------- entry points for modules
 
 def keyring_from_params(params: dict[str, Any]) -> Any:
@@ -975,7 +973,7 @@ def plan_files_backup(paths: dict[str, str], *, include: Optional[list[str]] = N
     for name, folder in paths.items():
         check_folder_name(name)
         count = size = 0
-        for _, st in scan_tree(Path(folder), path_filter):
+        for _rel, st in scan_tree(Path(folder), path_filter):
             count += 1
             size += st.st_size if stat.S_ISREG(st.st_mode) else 0
         folders[name] = {"root": folder, "entries": count, "bytes": size}

@@ -740,11 +740,11 @@ class ArtifactReader(io.BufferedIOBase):
         return n
 
     def _check_open(self) -> None:
-        if self.closed:
+        if getattr(self, "closed", False):  # io's property (pylint takes it for a constant)
             raise ValueError("read from a closed ArtifactReader")
 
     def close(self) -> None:
-        if self.closed:
+        if getattr(self, "closed", False):
             return
         stages = getattr(self, "_stages", None)
         if stages is not None:
