@@ -73,6 +73,7 @@ class CorruptMysqlDatadir(Fault):
 
     name = "corrupt_mysql_datadir"
     PAGE = 16384
+    datadir: Path | None = None  # set by inject()
 
     def damage(self, path: Path, offsets: list[int]) -> None:
         with open(path, "r+b") as f:
@@ -96,7 +97,17 @@ class CorruptMysqlDatadir(Fault):
                 self.damage(path, [0, self.PAGE * 3, (size // 2) // self.PAGE * self.PAGE])
                 damaged.append(path.name)
         pid = self.kill9("mysql")
+        self.datadir = datadir
         return f"random bytes over {len(damaged)} InnoDB files ({', '.join(damaged[:4])}...), kill -9 mariadbd ({pid})"
+
+    def cleanup(self) -> None:
+        """If recovery did not bring a server back, move the damaged datadir aside (kept as
+        ``<datadir>.drill-broken-<time>``) so that ``lab up`` initialises and seeds a fresh one."""
+        datadir = self.datadir
+        if datadir is None or not datadir.exists():
+            return
+        if listener_pid(self.host("mysql"), int(self.inv.var("mysql", "lifeboat_mysql_port"))) is None:
+            datadir.rename(datadir.with_name(f"{datadir.name}.drill-broken-{int(time.time())}"))
 
 
 class RedisDataLoss(Fault):

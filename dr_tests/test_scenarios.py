@@ -3,8 +3,9 @@
 A drill:
   1. checks the steady state with testinfra (unhealthy -> ERROR "not drillable", not a failure);
   2. starts the canary writer (~10 writes/s) and a /health monitor;
-  3. fingerprints the non-canary data and, when the scenario needs one, takes a backup with
-     playbooks/backup.yml (or uses --backup-id);
+  3. fingerprints the non-canary data, runs the scenario's ``setup`` playbooks (what production
+     runs on a schedule, e.g. the binlog archive) and, when the scenario needs one, takes a
+     backup with playbooks/backup.yml (or uses --backup-id);
   4. injects the fault (dr_tests/faults.py) and runs the recovery playbooks with ansible-playbook;
   5. waits for the first healthy /health (RTO = that - fault time), writes a little longer,
      reads the canaries back (RPO, losses), fingerprints the data again;
@@ -122,6 +123,12 @@ def test_drill(scenario: dict, inventory: DrillInventory, steady_lab: list, dril
     monitor.start()
     fingerprint_before = measure.fingerprint(inventory)
 
+    for entry in scenario.get("setup", []):
+        try:
+            record.steps.append(measure.run_playbook(inventory.path, entry["playbook"],
+                                                     dict(entry.get("extra_vars") or {}), log_dir, kind="setup"))
+        except PlaybookFailed as err:
+            pytest.fail(f"not drillable: setup playbook {entry['playbook']} failed: {err}", pytrace=False)
     backup_id = pytestconfig.getoption("--backup-id")
     backup_path = pytestconfig.getoption("--backup-path")
     if scenario.get("backup") and not backup_id:
