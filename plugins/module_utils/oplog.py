@@ -182,9 +182,9 @@ def files_restore_fields(result: dict[str, Any]) -> dict[str, Any]:
     """A files restore that returned checked every file's SHA-256 against the set's list."""
     folders = result.get("folders") or {}
     kept = [_abs(f["previous_kept_at"]) for f in folders.values() if f.get("previous_kept_at")]
+    restored = sum(int(f.get("bytes_restored") or 0) for f in folders.values())
     return {"backup_id": result.get("set_id"), "components": ["app"], "verified": True, "kept_aside": kept,
-            "folders": sorted(folders), "sizes": {"restored_bytes": sum(int(f.get("bytes_restored") or 0)
-                                                                     for f in folders.values())}}
+            "folders": sorted(folders), "sizes": {"restored_bytes": restored}}
 
 
 def pitr_fields(result: dict[str, Any]) -> dict[str, Any]:

@@ -216,9 +216,9 @@ def abort_multi_set_recorded(store_root: str, set_id: str, reason: str) -> dict[
     fields = _set_record_fields(store_root, set_id)
     result = abort_multi_set(store_root, set_id, reason)
     if result.get("aborted"):
-        start = fields.pop("start")
-        oplog.record_operation(store_root, "backup", start=start, result="failed", target=set_id,
-                               error=f"aborted: {reason}"[:500], **fields)
+        oplog.record_operation(store_root, "backup", start=fields["start"], result="failed", target=set_id,
+                               error=f"aborted: {reason}"[:500], job_id=fields["job_id"],
+                               backup_id=fields["backup_id"], components=fields["components"])
     return result
 
 
