@@ -182,6 +182,24 @@ def test_failed_health_gate_rolls_back_and_leaves_the_old_data_running(lab_env):
     assert stack_state(lab_env) == before
 
 
+def partial_sets(env: dict[str, str]) -> set[str]:
+    return {p.name for p in (Path(env["LAB_STORE"]) / ".partial").glob("*_*")}
+
+
+def test_a_failed_safety_copy_is_aborted_and_frees_the_store_for_the_next_backup(lab_env):
+    partial_before = partial_sets(lab_env)
+    # the backup account cannot log in: the mysql safety copy fails; a required copy stops the restore
+    proc = run_playbook("restore", "-e", "components=mysql", "-e", "lifeboat_mysql_backup_password=wrong",
+                        "-e", "lifeboat_restore_safety_copy_required=true")
+
+    assert proc.returncode != 0
+    assert "step safety" in proc.stdout[proc.stdout.rindex("fatal:"):]
+    abort = proc.stdout.split("TASK [Abort the safety copy]", 1)[1].split("TASK [", 1)[0]
+    assert "fatal" not in abort, abort
+    assert partial_sets(lab_env) <= partial_before  # the aborted safety set is gone, its lease ended
+    backup(lab_env, "-e", "components=app")  # the store's create lock is free
+
+
 def test_check_mode_changes_nothing(lab_env):
     sets_before = newest_set_ids(lab_env)
     state_before = stack_state(lab_env)
