@@ -944,25 +944,6 @@ def describe_plan(result: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------- entry points for modules
 
-def keyring_from_params(params: dict[str, Any]) -> Any:
-    """KeyRing from the ``lifeboat.dr.store`` options (key_file / escrow_key_file / transit_*)."""
-    from ansible_collections.lifeboat.dr.plugins.module_utils.keys import KeyRing
-
-    transit = None
-    if params.get("transit_url"):
-        transit = {"url": params["transit_url"], "token": params.get("transit_token"),
-                   "mount": params.get("transit_mount") or "transit", "key_name": params.get("transit_key")}
-    return KeyRing.from_options(key_file=params.get("key_file"), escrow_key_file=params.get("escrow_key_file"),
-                                transit=transit)
-
-
-def codec_from_params(params: dict[str, Any]) -> Any:
-    """Codec from the ``compression`` / ``compression_level`` options."""
-    from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
-
-    return Codec(params.get("compression") or "zstd", params.get("compression_level"))
-
-
 def plan_files_backup(paths: dict[str, str], *, include: Optional[list[str]] = None,
                       exclude: Optional[list[str]] = None) -> dict[str, Any]:
     """Check-mode plan: per folder the entry count and bytes a full backup would read (stat only)."""

@@ -1071,25 +1071,6 @@ def metadata_summary(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- module glue
-def keyring_from_params(params: dict[str, Any]) -> Any:
-    """KeyRing from the ``lifeboat.dr.store`` options (key_file / escrow_key_file / transit_*)."""
-    from ansible_collections.lifeboat.dr.plugins.module_utils.keys import KeyRing
-
-    transit = None
-    if params.get("transit_url"):
-        transit = {"url": params["transit_url"], "token": params.get("transit_token"),
-                   "mount": params.get("transit_mount") or "transit", "key_name": params.get("transit_key")}
-    return KeyRing.from_options(key_file=params.get("key_file"), escrow_key_file=params.get("escrow_key_file"),
-                                transit=transit)
-
-
-def codec_from_params(params: dict[str, Any]) -> Any:
-    """Codec from the ``compression`` / ``compression_level`` options."""
-    from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
-
-    return Codec(params.get("compression") or "zstd", params.get("compression_level"))
-
-
 def run_backup(store_root: str, keyring: Any, params: my.ConnParams, *, codec: Any = None,
                databases: Optional[Sequence[str]] = None, parallel: int = 2, include_users: bool = True,
                set_type: str = "mysql", quick_verify: bool = True,
