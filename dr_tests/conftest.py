@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ansible_collections.lifeboat.dr.plugins.module_utils import health
 from dr_tests import measure
 from dr_tests.measure import REPO_DIR, DrillInventory, NotDrillable
-from dr_tests.report import DrillRecord, append_history, canary_plot_png, fmt_s, timeline_html
+from dr_tests.report import DrillRecord, canary_plot_png, fmt_s, timeline_html
 
 SCENARIOS_FILE = Path(__file__).resolve().parent / "scenarios.yml"
 DEFAULT_INVENTORY = REPO_DIR / "inventories" / "lab"
@@ -216,7 +217,12 @@ def write_results(config: pytest.Config, record: DrillRecord) -> None:
     RESULTS.append(record.summary())
     store = record_store(config)
     if store is not None and record.outcome != "skipped":
-        append_history(store, record.history_entry())
+        entry = record.history_entry()
+        extra = {k: v for k, v in entry.items()
+                 if k not in ("time", "scenario", "rto_s", "rto_target_s", "rpo_s", "rpo_target_s", "passed")}
+        health.record_drill(store, record.scenario, rto_s=entry["rto_s"], rto_target_s=entry["rto_target_s"],
+                            rpo_s=entry["rpo_s"], rpo_target_s=entry["rpo_target_s"], passed=entry["passed"],
+                            **extra)
     out = REPO_DIR / "reports" / "dr-results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -5,11 +5,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from dr_tests.measure import Step
 
@@ -46,7 +43,7 @@ class DrillRecord:
         return max(recovery, key=lambda s: s.duration_s, default=None)
 
     def history_entry(self) -> dict:
-        """The line appended to ``<store>/drills/history.jsonl``."""
+        """The drill history fields (``health.record_drill`` writes them to ``<store>/drills/history.jsonl``)."""
         return {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "scenario": self.scenario,
                 "rto_s": rnd(self.rto_s), "rto_target_s": self.rto_target_s, "rpo_s": rnd(self.rpo_s),
                 "rpo_target_s": self.rpo_target_s, "passed": self.outcome == "passed", "lost": self.lost,
@@ -67,17 +64,6 @@ def rnd(value: float | None) -> float | None:
 
 def fmt_s(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f} s"
-
-
-def append_history(store: Path, entry: dict) -> Path:
-    """Append one JSON line to ``<store>/drills/history.jsonl`` (folder 0700, file 0600)."""
-    folder = store / "drills"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = folder / "history.jsonl"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a") as out:
-        out.write(json.dumps(entry, sort_keys=True) + "\n")
-    return path
 
 
 def timeline_html(record: DrillRecord, plot_png: str | None = None) -> str:
