@@ -285,7 +285,7 @@ def test_file_mode_with_aof_of_the_lab_passes_full_verify(lab_env, store, ring, 
 
 
 def reference_ok(path: Path) -> bool:
-    ok, _ = engine.run_reference_check("redis-check-rdb", str(path))
+    ok, _output = engine.run_reference_check("redis-check-rdb", str(path))
     assert ok is not None, "redis-check-rdb is not installed"
     return ok
 
@@ -458,7 +458,7 @@ def _write_tls_material(folder: Path) -> dict[str, Path]:
     ca_key, ca_cert = make("lifeboat test CA", ca=True)
     localhost = [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     srv_key, srv_cert = make("127.0.0.1", ca_key, ca_cert.subject, san=localhost)
-    _, other_ca = make("some other CA", ca=True)
+    _other_key, other_ca = make("some other CA", ca=True)
     paths = {name: folder / f"{name}.pem" for name in ("ca", "cert", "key", "other_ca")}
     paths["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     paths["other_ca"].write_bytes(other_ca.public_bytes(serialization.Encoding.PEM))
@@ -521,8 +521,8 @@ def test_aof_tail_never_ends_inside_a_transaction():
 def test_aof_manifest_lines_are_parsed_and_unsafe_names_refused():
     text = 'file appendonly.aof.3.base.rdb seq 3 type b\nfile "appendonly.aof.3.incr.aof" type i seq 3\n'
     entries = engine.parse_aof_manifest(text)
-    assert [(e.name, e.seq, e.type) for e in entries] == [("appendonly.aof.3.base.rdb", 3, "b"),
-                                                         ("appendonly.aof.3.incr.aof", 3, "i")]
+    expected = [("appendonly.aof.3.base.rdb", 3, "b"), ("appendonly.aof.3.incr.aof", 3, "i")]
+    assert [(e.name, e.seq, e.type) for e in entries] == expected
     with pytest.raises(Exception, match="outside its folder"):
         engine.parse_aof_manifest("file ../../etc/passwd seq 1 type b\n")
 
@@ -604,7 +604,7 @@ def test_modules_back_up_verify_and_restore_in_a_playbook(private_lab_redis, tmp
     import json
     import sys
 
-    env, _ = private_lab_redis
+    env = private_lab_redis[0]
     admin = redis.Redis(port=int(env["LAB_REDIS_PORT"]), password=env["LAB_REDIS_PASSWORD"], socket_timeout=10)
     admin.set("early", "1")
     key_file = tmp_path / "kek"  # the ring fixture's key

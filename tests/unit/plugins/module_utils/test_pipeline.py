@@ -140,7 +140,7 @@ def test_existing_destination_is_never_overwritten(tmp_path):
 def test_writer_copies_mutable_buffers(tmp_path):
     buf = bytearray(b"A" * 70_000)
     with open_artifact_writer(tmp_path / "a", data_key=b"k" * 32, set_id=SET_ID, artifact_path=ARTIFACT) as writer:
-        for _ in range(40):  # 2.8 MB through one reused buffer, as readinto loops do
+        for _round in range(40):  # 2.8 MB through one reused buffer, as readinto loops do
             writer.write(buf)
             buf[:] = b"B" * len(buf)
     art_data = read_artifact(type("A", (), {"path": tmp_path / "a", "key": b"k" * 32, "record": writer.record,
@@ -213,13 +213,13 @@ def test_memory_stays_bounded_while_streaming(tmp_path, codec):
                                   codec=codec) as writer:
             for i in range(48):
                 writer.write(block if i % 2 else zeros)
-        _, write_peak = tracemalloc.get_traced_memory()
+        write_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.reset_peak()
         with open_artifact_reader(tmp_path / "a", data_key=b"k" * 32, set_id=SET_ID, artifact_path=ARTIFACT,
                                   record=writer.record) as reader:
             while reader.read1(1 << 16):
                 pass
-        _, read_peak = tracemalloc.get_traced_memory()
+        read_peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert write_peak < 16 << 20, write_peak
