@@ -26,6 +26,11 @@ cache="$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py"
 mkdir -p "$(dirname "$cache")"
 cmp -s scripts/get_pip_standin.py "$cache" 2>/dev/null || cp scripts/get_pip_standin.py "$cache"
 
+# One run at a time in this checkout: a second run would delete the first one's tree.
+mkdir -p "$ROOT/.build"
+exec 9>"$ROOT/.build/sanity.lock"
+flock 9
+
 # The collection as built and installed.
 rm -rf "$WORK"
 mkdir -p "$WORK"
