@@ -5,9 +5,12 @@
 
 ``quick``: every artifact and JSON file is read back (size, SHA-256, every chunk
 authenticated; nothing written to disk), plus each engine's quick check (Redis RDB walk,
-Vault snapshot check). ``full``: additionally each component is loaded where it can be
-compared -- MySQL: every table's row count and content checksum recomputed from the dump
-and compared with the values recorded at backup time; Redis: restored into a scratch
+Vault snapshot check). ``full``: additionally each component is restored where it can be
+compared -- MySQL: restored into a scratch MariaDB (:mod:`mysql_scratch`, started and
+removed here) with :func:`mysql_restore.restore_mysql_from`, the very code path of a real
+restore, which verifies every table against the row count and checksum recorded at backup
+time (native tables: read back from the server; tsv tables: from the load stream, see
+docs/mysql.md), then the recreated objects are counted; Redis: restored into a scratch
 redis-server, key counts compared; Vault: restored into a scratch OpenBao, unsealed with
 the escrowed keys, a secret read and compared; app files: every stored file hashed
 against its list. Both modes report the capture-time spread of the components and run
@@ -17,7 +20,8 @@ The report is stored with :meth:`backupset.Store.record_verification` as
 ``<store>/verifications/<set_id>/<UTC time>.json`` (a published set is never modified);
 the latest record decides the set's catalog status (verified / failed). A full
 verification records ``restore_durations_s`` ``{component: seconds}``, read by
-:mod:`health` as the measured restore time of each component.
+:mod:`health` as the measured restore time of each component (MySQL: the wall time of
+``restore_mysql_from`` into the scratch server, without the scratch server's start-up).
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ from typing import Any, Optional
 
 from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
 from ansible_collections.lifeboat.dr.plugins.module_utils import consistency
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import LifeboatError
+from ansible_collections.lifeboat.dr.plugins.module_utils.errors import LifeboatError, VerificationFailed
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_logger
 
 log = get_logger("verify")
 
 
 RESTORE_METHODS = {
-    "mysql": "every row decrypted and re-checksummed from the dump (no load into a server: a lower bound)",
+    "mysql": "scratch-restore",
     "redis": "restored into a scratch redis-server and key counts compared",
     "vault": "restored into a scratch OpenBao and unsealed",
     "app": "every file decrypted and hashed against its list",
@@ -46,31 +50,93 @@ def _check(name: str, ok: bool, detail: str = "", artifact: Optional[str] = None
 
 
 def verify_mysql_dump(backup_set: Any, keyring: Any) -> list[dict[str, Any]]:
-    """Recompute every table's row count and checksum from the dump; compare with the recorded ones."""
-    from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_backup import RowHasher
+    """Recompute every table's row count and checksum from its artifact alone (no server); compare.
+
+    Both dump methods (:func:`mysql_backup.recompute_from_artifact`). Cheaper and weaker
+    than :func:`verify_mysql_scratch` (proves the dump matches its record, not that it loads).
+    """
+    from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_backup import recompute_from_artifact
 
     meta = backup_set.read_json("mysql", "mysql_backup_metadata.json")
     checks = []
     for table in meta.get("tables", []):
-        artifact = f"mysql/{table['artifact']}"
-        hasher = RowHasher(table.get("hash_mode", "ordered"))
         with backup_set.open_artifact("mysql", table["artifact"], keyring) as reader:
-            for line in reader.read().split(b"\n"):
-                line = line.rstrip(b";").rstrip(b",")
-                if line.startswith(b"("):
-                    hasher.update([line])
-        ok = hasher.rows == table.get("rows") and hasher.hexdigest() == table.get("checksum")
+            got = recompute_from_artifact(reader, table)
+        ok = got["rows"] == table.get("rows") and got["checksum"] == table.get("checksum")
         checks.append(_check(f"mysql {table['db']}.{table['table']} rows and checksum", ok,
-                             f"{hasher.rows} rows (recorded {table.get('rows')})", artifact))
+                             f"{got['rows']} rows (recorded {table.get('rows')})", f"mysql/{table['artifact']}"))
+    return checks
+
+
+def _failed_table_artifact(meta: dict[str, Any], message: str) -> str:
+    """``mysql/<artifact>`` of the table a restore error names (``... (from db.table) ...``), else ``mysql``."""
+    for table in meta.get("tables", []):
+        if f"(from {table['db']}.{table['table']})" in message:
+            return f"mysql/{table['artifact']}"
+    return "mysql"
+
+
+def verify_mysql_scratch(backup_set: Any, keyring: Any, options: dict[str, Any],
+                         measured: dict[str, float]) -> list[dict[str, Any]]:
+    """Restore the set's MySQL component into a scratch MariaDB and check it; the scratch is always removed.
+
+    One check per table (row count + checksum against the recorded values, verified by
+    the restore itself) and one for the recreated views/routines/triggers/events. A
+    table that differs fails the check naming its artifact (the restore stops at the
+    first one). On success ``measured["mysql"]`` = wall seconds of the restore alone.
+    ``options``: ``work_dir`` (parent of the scratch folder), ``mysql_parallel`` (load
+    connections, default 2). Raises DependencyMissing if no MariaDB server is installed.
+    """
+    from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_restore import (
+        read_backup_metadata,
+        restore_mysql_from,
+    )
+    from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_scratch import ScratchMariaDB
+
+    meta = read_backup_metadata(backup_set)
+    boot_started = time.monotonic()
+    with ScratchMariaDB(base_dir=options.get("work_dir")) as scratch:
+        boot_s = time.monotonic() - boot_started
+        started = time.monotonic()
+        try:
+            result = restore_mysql_from(backup_set, keyring, scratch.params, mode="in_place_swap",
+                                        include_users=False, parallel=int(options.get("mysql_parallel") or 2),
+                                        write_binlog=False)
+        except VerificationFailed as err:
+            return [_check("mysql restore into a scratch MariaDB", False, err.message,
+                           _failed_table_artifact(meta, err.message))]
+        restore_s = time.monotonic() - started
+    measured["mysql"] = round(restore_s, 3)
+    verified = result.get("verified") or {}
+    checks = []
+    for table in meta.get("tables", []):
+        key = f"{table['db']}.{table['table']}"
+        got = verified.get(key) or {}
+        ok = got.get("rows") == table.get("rows") and got.get("checksum") == table.get("checksum")
+        how = "from the load stream" if got.get("verified_by") == "stream" else "read back"
+        checks.append(_check(f"mysql {key} restored with the recorded rows and checksum", ok,
+                             f"{got.get('rows')} rows (recorded {table.get('rows')}), {how}",
+                             f"mysql/{table['artifact']}"))
+    wanted = {k: v for k, v in (meta.get("objects") or {}).items() if v}
+    made = {k: v for k, v in (result.get("objects") or {}).items() if v}
+    checks.append(_check("mysql views, routines, triggers and events recreated", wanted == made,
+                         f"{made or 'none'} (recorded {wanted or 'none'}); scratch server up in {boot_s:.1f} s, "
+                         f"restore {restore_s:.1f} s", "mysql/" + meta.get("objects_artifact", "objects")))
     return checks
 
 
 def verify_component(store: Any, backup_set: Any, keyring: Any, component: str, mode: str,
-                     options: dict[str, Any]) -> list[dict[str, Any]]:
-    """The engine checks of one component (``quick`` or ``full``); never raises for bad data."""
+                     options: dict[str, Any], measured: Optional[dict[str, float]] = None) -> list[dict[str, Any]]:
+    """The engine checks of one component (``quick`` or ``full``); never raises for bad data.
+
+    ``measured`` receives ``{component: seconds}`` where the check measures a restore
+    itself (MySQL: the scratch restore alone, without the scratch server's start-up).
+    """
     try:
         if component == "mysql":
-            return verify_mysql_dump(backup_set, keyring) if mode == "full" else []
+            if mode != "full":
+                return []
+            return verify_mysql_scratch(backup_set, keyring, options, measured if measured is not None else {})
         if component == "redis":
             from ansible_collections.lifeboat.dr.plugins.module_utils.redis_engine import verify_redis_set
 
@@ -109,8 +175,10 @@ def verify_set(store_root: str, set_id: str, keyring: Any, *, mode: str = "quick
     ``failed`` names each failed check with its artifact. With ``record`` the report is
     stored as the set's verification record (its path in ``record``). In ``full`` mode it
     also holds ``restore_durations_s`` (``{component: seconds}``, wall-clock time of each
-    component's full check, measured with a monotonic clock; how each was measured in
-    ``restore_methods``) -- the measured restore times the health report's RTO adds up.
+    component's full check -- for MySQL of its restore into the scratch server --,
+    measured with a monotonic clock; how each was measured in ``restore_methods``,
+    ``"scratch-restore"`` for MySQL) -- the measured restore times the health report's
+    RTO adds up. ``options`` also takes ``work_dir`` and ``mysql_parallel``.
     """
     started = time.monotonic()
     options = dict(options or {})
@@ -123,10 +191,11 @@ def verify_set(store_root: str, set_id: str, keyring: Any, *, mode: str = "quick
         checks.append(_check("data key unwraps and the manifest authenticates", False, quick["error"], "manifest"))
     durations: dict[str, float] = {}
     if quick["ok"]:
+        measured: dict[str, float] = {}
         for component in backup_set.components:
             component_started = time.monotonic()
-            checks += verify_component(store, backup_set, keyring, component, mode, options)
-            durations[component] = round(time.monotonic() - component_started, 3)
+            checks += verify_component(store, backup_set, keyring, component, mode, options, measured)
+            durations[component] = measured.get(component, round(time.monotonic() - component_started, 3))
         refs = consistency.run_reference_checks(backup_set, keyring, reference_checks or [], options)
     else:
         refs = []
