@@ -265,8 +265,9 @@ def test_modules_back_up_and_restore_in_check_mode_and_for_real(admin, shop, sto
               "login_user": admin.user, "login_password": admin.password}
     planned = run_module("mysql_backup", dict(common, databases=[shop]), check=True)
     assert planned["databases"][shop]["tables"] == 3 and published_sets(store) == []
-    done = run_module("mysql_backup", dict(common, databases=[shop], parallel=2))
+    done = run_module("mysql_backup", dict(common, databases=[shop], parallel=2, method="tsv"))
     assert done["changed"] and done["set_id"] and done["binlog_position"]["gtid"]
+    assert done["methods"] == {"native": 0, "tsv": 3}
     assert admin.password not in json.dumps(done)
     plan = run_module("mysql_restore", dict(common, tables=[f"{shop}.orders"], mode="side_by_side"), check=True)
     assert plan["plan"]["tables"][0]["target"] == f"{shop}.orders_restored"
