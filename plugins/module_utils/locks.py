@@ -23,7 +23,8 @@ two :class:`HeldLock` objects of the same kind exclude each other even within on
 process. Different kinds never block each other (``create`` vs ``binlog``).
 
 Standard kinds: ``create`` (full/component backups), ``binlog`` (binary-log
-archiving), ``prune`` (retention). Any lower-case identifier is accepted.
+archiving), ``prune`` (retention), ``rotate`` (key rotation, which also takes ``prune``).
+Any lower-case identifier is accepted.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any, Callable, Optional
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError, LockHeld
 
-STANDARD_KINDS = ("create", "binlog", "prune")
+STANDARD_KINDS = ("create", "binlog", "prune", "rotate")
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _POLL_S = 0.1
 
