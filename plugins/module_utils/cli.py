@@ -15,6 +15,10 @@ Commands (``--store`` defaults to the environment variable ``LIFEBOAT_STORE``;
     lifeboat recovery-points [--identity ID]    MySQL point-in-time windows and gaps
     lifeboat audit verify                       check the audit trail's hash chain
     lifeboat prune [--dry-run]                  apply the default retention policy
+    lifeboat key create FILE                    new 32-byte key file (0600); prints its key id
+    lifeboat key id FILE                        the key id of a key file
+    lifeboat key rotate --key-file OLD --new-key-file NEW [--escrow-key-file E] [--keep-old] [--dry-run]
+                                                rewrap every set's data key under NEW (no data rewritten)
     lifeboat decrypt ...                        the break-glass reader (lifeboat-decrypt)
 
 Keys for ``verify``: ``--key-file`` / ``--escrow-key-file`` or ``LIFEBOAT_KEY_FILE``.
@@ -275,6 +279,74 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_key_create(args: argparse.Namespace) -> int:
+    from ansible_collections.lifeboat.dr.plugins.module_utils.keys import create_key_file
+    key_id = create_key_file(args.file)
+    if args.json:
+        _json({"path": args.file, "key_id": key_id})
+    else:
+        _out(key_id)
+    return EXIT_OK
+
+
+def cmd_key_id(args: argparse.Namespace) -> int:
+    from ansible_collections.lifeboat.dr.plugins.module_utils.keys import FileKEK
+    key_id = FileKEK.load(args.file).key_id
+    if args.json:
+        _json({"path": args.file, "key_id": key_id})
+    else:
+        _out(key_id)
+    return EXIT_OK
+
+
+def cmd_key_rotate(args: argparse.Namespace) -> int:
+    from ansible_collections.lifeboat.dr.plugins.module_utils import keyrotation
+    params = {"store": str(_store(args).root), "key_file": args.key_file, "escrow_key_file": args.escrow_key_file,
+              "new_key_file": args.new_key_file, "keep_old": args.keep_old, "lock_wait": args.lock_wait,
+              "retire_key_ids": args.retire_key_id, "verify": not args.no_verify}
+    result = keyrotation.rotate_from_options(params, check_mode=args.dry_run)
+    if args.json:
+        _json(result)
+    else:
+        verb = "would rotate" if args.dry_run else "rotated"
+        for entry in result["rotated"]:
+            _out(f"{verb} {entry['set_id']}: now {', '.join(entry['key_ids'])}"
+                 f"{'' if args.dry_run else '; quick verify ' + entry['quick_verify']}")
+        for entry in result["failed"]:
+            _out(f"FAILED {entry['set_id']}: {entry['error']}")
+        for set_id in result["pending_partials"]:
+            _out(f"pending {set_id}: still being written under the old keys; rotate again after it is published")
+        _out(f"{len(result['rotated'])} set(s) {verb}, {len(result['already_rotated'])} already under key "
+             f"{result['new_key_id']}, {len(result['failed'])} failed")
+    if result["ok"]:
+        return EXIT_OK
+    if result["verify_failed"]:
+        return EXIT_INTEGRITY
+    return EXIT_KEY if keyrotation.is_key_failure(result) else EXIT_FAILURE
+
+
+def _add_key_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    key = sub.add_parser("key", help="key files and key rotation")
+    key_sub = key.add_subparsers(dest="key_command", required=True)
+    p = key_sub.add_parser("create", parents=[common], help="create a 32-byte key file (0600); prints its key id")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_key_create)
+    p = key_sub.add_parser("id", parents=[common], help="print the key id of a key file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_key_id)
+    p = key_sub.add_parser("rotate", parents=[common],
+                           help="rewrap every set's data key under a new key (artifacts are not rewritten)")
+    p.add_argument("--key-file", help="the old key file (omit when it is lost: give --escrow-key-file)")
+    p.add_argument("--escrow-key-file", help="escrow key file (kept as a recipient)")
+    p.add_argument("--new-key-file", required=True, help="the new key file")
+    p.add_argument("--keep-old", action="store_true", help="keep the old key's wrap too")
+    p.add_argument("--retire-key-id", action="append", help="also remove the wrap of this key id (repeatable)")
+    p.add_argument("--no-verify", action="store_true", help="skip the quick verification after each rewrite")
+    p.add_argument("--lock-wait", type=float, default=0.0, help="seconds to wait for a running prune/rotation")
+    p.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
+    p.set_defaults(func=cmd_key_rotate)
+
+
 # --------------------------------------------------------------------------- parsing
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every sub-command accepts ``--store`` and ``--json``)."""
@@ -318,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", parents=[common], help="apply the default retention policy")
     p.add_argument("--dry-run", action="store_true", help="list what would go, change nothing")
     p.set_defaults(func=cmd_prune)
+    _add_key_parsers(sub, common)
     sub.add_parser("decrypt", help="break-glass reader: lifeboat decrypt --key-file K [-o OUT] ARTIFACT",
                    add_help=False)
     return parser

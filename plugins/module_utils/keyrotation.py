@@ -418,9 +418,9 @@ def keys_from_options(params: dict[str, Any]) -> tuple[Any, Any, list[str]]:
     Old keys: ``key_file`` (old primary KEK), ``transit_url``/``transit_token``/
     ``transit_mount``/``transit_key`` (old transit KEK), ``escrow_key_file``. New key:
     ``new_key_file``, or ``new_transit_key`` (same Vault as ``transit_url``, mount
-    ``new_transit_mount`` or ``transit_mount``). ``retire_key_ids`` (list) overrides the
-    default retirement (the old key file's, else the old transit key's, id; nothing when
-    only the escrow key is given).
+    ``new_transit_mount`` or ``transit_mount``). Retired: the old key file's (else the old
+    transit key's) id -- nothing when only the escrow key is given -- plus the ids listed
+    in ``retire_key_ids``.
     """
     from ansible_collections.lifeboat.dr.plugins.module_utils.keys import FileKEK, KeyRing, TransitKEK
 
@@ -443,11 +443,9 @@ def keys_from_options(params: dict[str, Any]) -> tuple[Any, Any, list[str]]:
                              key_name=params["new_transit_key"])
     else:
         raise ConfigError("no new key given", hint="give new_key_file (create one with `lifeboat key create FILE`)")
-    retire = params.get("retire_key_ids")
-    if retire is None:
-        primary_given = bool(params.get("key_file") or transit)
-        retire = [old_ring.primary.key_id] if primary_given else []
-    return old_ring, new_kek, list(retire)
+    retire = [old_ring.primary.key_id] if params.get("key_file") or transit else []
+    retire += [str(k) for k in params.get("retire_key_ids") or [] if k not in retire]
+    return old_ring, new_kek, retire
 
 
 def rotate_from_options(params: dict[str, Any], check_mode: bool = False,

@@ -244,3 +244,55 @@ def test_files_stay_private_after_rotation(store, kek):
     keyrotation.rotate_store(store, keys.KeyRing(kek["old"]), kek["new"])
     for set_dir in keyrotation.published_set_paths(store.root):
         assert os.stat(set_dir / bs.MANIFEST_NAME).st_mode & 0o777 == 0o600
+
+
+# --------------------------------------------------------------------------- the lifeboat key commands
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from ansible_collections.lifeboat.dr.plugins.module_utils import cli
+
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_key_create_makes_a_private_32_byte_key_prints_its_id_and_refuses_to_overwrite(tmp_path, capsys):
+    path = tmp_path / "new.key"
+    code, out, _err = run_cli(capsys, "key", "create", str(path))
+    key = path.read_bytes()
+    assert code == 0 and len(key) == 32 and os.stat(path).st_mode & 0o777 == 0o600
+    assert out.strip() == keys.key_id_of(key) and key.hex() not in out
+    code, _out, err = run_cli(capsys, "key", "create", str(path))
+    assert code != 0 and "already exists" in err
+    assert path.read_bytes() == key
+
+
+def test_key_id_prints_the_id_of_a_key_file(tmp_path, capsys, kek):
+    code, out, _err = run_cli(capsys, "key", "id", kek["old"].source)
+    assert code == 0 and out.strip() == kek["old"].key_id
+    (tmp_path / "loose.key").write_bytes(os.urandom(32))
+    os.chmod(tmp_path / "loose.key", 0o644)
+    code, _out, err = run_cli(capsys, "key", "id", str(tmp_path / "loose.key"))
+    assert code == 3 and "InsecureKeyFile" in err
+
+
+def test_key_rotate_dry_run_then_rotate_then_nothing_left(store, kek, capsys):
+    base = ["key", "rotate", "--store", str(store.root), "--key-file", kek["old"].source,
+            "--escrow-key-file", kek["escrow"].source, "--new-key-file", kek["new"].source]
+    before = hashes(store.root, skip_manifests=False)
+    code, out, _err = run_cli(capsys, *base, "--dry-run")
+    assert code == 0 and len([ln for ln in out.splitlines() if ln.startswith("would rotate ")]) == 3
+    assert hashes(store.root, skip_manifests=False) == before
+    code, out, _err = run_cli(capsys, *base, "--json")
+    result = json.loads(out)
+    assert code == 0 and len(result["rotated"]) == 3 and result["ok"]
+    code, out, _err = run_cli(capsys, *base)
+    assert code == 0 and "0 set(s) rotated, 3 already under key" in out
+
+
+def test_key_rotate_exits_3_when_a_set_cannot_be_unwrapped(store, kek, capsys):
+    publish(store, keys.KeyRing(kek["other"]), "redis", ["redis"])
+    code, out, _err = run_cli(capsys, "key", "rotate", "--store", str(store.root), "--key-file", kek["old"].source,
+                              "--new-key-file", kek["new"].source)
+    assert code == 3 and "FAILED redis_" in out and "KeyUnavailable" in out
