@@ -680,12 +680,12 @@ def open_snapshot(params: my.ConnParams, control: Any, flavor: my.Flavor, n_work
             my.execute(control, "FLUSH TABLES WITH READ LOCK",
                        doing="taking the global read lock for a consistent multi-connection snapshot "
                              "(needs RELOAD; or use parallel: 1)")
-        for _ in range(n_workers):
+        for _worker_no in range(n_workers):
             conn = my.connect(params, raw=True, autocommit=False)
             workers.append(conn)
             my.execute(conn, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             my.execute(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        sessions = [TsvSession(flavor.client_tool, defaults_file or "") for _ in range(n_sessions)]
+        sessions = [TsvSession(flavor.client_tool, defaults_file or "") for _session_no in range(n_sessions)]
         statuses = [session.begin() for session in sessions]
         position = _snapshot_position(control, workers, flavor, use_lock, statuses)
         schema = read_schema()
@@ -773,7 +773,7 @@ def tool_failure(what: str, tool: str, rc: int, stderr: str) -> LifeboatError:
         code = int(m.group(1))
         text = stderr.splitlines()[-1] if stderr else ""
         err = my.translate_error(_FakeErr(code, text), what)
-        if type(err) is not LifeboatError:
+        if err.__class__ is not LifeboatError:  # a specific subclass (auth, privilege...) says more
             return err
     return BackupFailed(f"{tool} failed while {what} (exit {rc}): {stderr[-500:] or 'no message'}",
                         hint="see the tool's message above; nothing was published")

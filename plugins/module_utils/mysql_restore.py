@@ -416,7 +416,7 @@ def _translate(err: BaseException, doing: str) -> LifeboatError:
         return err
     if type(err).__module__.startswith("pymysql"):
         out = my.translate_error(err, doing)
-        if type(out) is LifeboatError:
+        if out.__class__ is LifeboatError:  # generic: a restore failure; subclasses (auth...) kept
             return RestoreFailed(out.message, hint="the live data was left untouched")
         return out
     return RestoreFailed(f"{doing} failed: {type(err).__name__}: {err}")
@@ -448,7 +448,7 @@ def load_and_verify(backup_set: Any, keyring: Any, params: my.ConnParams, flavor
     n = max(1, min(parallel, len(plans)))
     uses_tsv = any(p.spec.method == "tsv" for p in plans)
     conns = [connect_for_load(params) if uses_tsv else my.connect(params, raw=True, autocommit=False)
-             for _ in range(n)]
+             for _conn_no in range(n)]
     work_dir = tempfile.mkdtemp(prefix="lifeboat-load-")  # 0700: holds only the FIFOs
     try:
         for conn in conns:
@@ -671,7 +671,7 @@ def _create_views(control: Any, views: list[tuple[dict, str]], counts: dict[str,
                 failed.append((header, stmt))
                 last_error = err
         if len(failed) == len(pending):
-            raise RestoreFailed(f"cannot create view(s) {', '.join(h['name'] for h, _ in failed)}: {last_error}")
+            raise RestoreFailed(f"cannot create view(s) {', '.join(h['name'] for h, _stmt in failed)}: {last_error}")
         pending = failed
 
 
@@ -709,8 +709,8 @@ def swap_in(control: Any, plan: RestorePlan) -> dict[str, Any]:
     except LifeboatError:
         _put_back_objects(control, saved, by_db, plan.prev_suffix)
         raise
-    return {"kept_aside": {k: v for k, v in kept.items()},
-            "saved_objects": {k: [f"{kind} {name}" for kind, name, _ in v] for k, v in saved.items() if v}}
+    return {"kept_aside": dict(kept),
+            "saved_objects": {k: [f"{kind} {name}" for kind, name, _sql in v] for k, v in saved.items() if v}}
 
 
 def _free_prev_suffix(control: Any, dbs: list[str], suffix: str) -> str:

@@ -169,7 +169,7 @@ def test_a_tampered_native_table_artifact_fails_the_full_verify_naming_it(admin,
 
 
 def test_a_tsv_artifact_that_does_not_load_cleanly_fails_the_full_verify(admin, small_db, tmp_path, keyring,
-                                                                        work_dir, monkeypatch):
+                                                                         work_dir, monkeypatch):
     """The tsv checksum is the stream's own sha256, so only a real load can catch a stream that does not load."""
     real = mb.TsvSession.dump
 
