@@ -74,7 +74,7 @@ def redis_value(r: redis.Redis, key: bytes) -> object:
     kind = r.type(key).decode()
     readers = {"string": r.get, "hash": r.hgetall, "list": lambda k: r.lrange(k, 0, -1),
                "set": lambda k: sorted(r.smembers(k)), "zset": lambda k: r.zrange(k, 0, -1, withscores=True),
-               "stream": lambda k: r.xrange(k)}
+               "stream": r.xrange}
     return kind, readers[kind](key)
 
 
