@@ -312,12 +312,12 @@ def cmd_key_rotate(args: argparse.Namespace) -> int:
         for entry in result["rotated"]:
             _out(f"{verb} {entry['set_id']}: now {', '.join(entry['key_ids'])}"
                  f"{'' if args.dry_run else '; quick verify ' + entry['quick_verify']}")
-        for entry in result["failed"]:
+        for entry in result["failed_sets"]:
             _out(f"FAILED {entry['set_id']}: {entry['error']}")
         for set_id in result["pending_partials"]:
             _out(f"pending {set_id}: still being written under the old keys; rotate again after it is published")
         _out(f"{len(result['rotated'])} set(s) {verb}, {len(result['already_rotated'])} already under key "
-             f"{result['new_key_id']}, {len(result['failed'])} failed")
+             f"{result['new_key_id']}, {len(result['failed_sets'])} failed")
     if result["ok"]:
         return EXIT_OK
     if result["verify_failed"]:

@@ -28,7 +28,7 @@ Contracts of :func:`rotate_store`:
   ``verify`` the set is then quick-verified with only the new KEK (every chunk
   authenticated, no plaintext written); a failure is reported in ``verify_failed``.
 * A set that cannot be rotated (``KeyUnavailable``, ``WrongKey``, ``TamperedData``,
-  unknown format, a transit KEK for a set holding Vault) is reported in ``failed`` and
+  unknown format, a transit KEK for a set holding Vault) is reported in ``failed_sets`` and
   does not stop the others.
 * Locks: the store's ``rotate`` lock (one rotation at a time) and its ``prune`` lock (no
   set is deleted while its manifest is rewritten). Backups and binlog archiving are never
@@ -324,7 +324,7 @@ def _summary(entries: list[dict[str, Any]], old_ring: Any, new_kek: Any, retire:
         "changed": bool(rotated), "check_mode": check_mode, "new_key_id": new_kek.key_id,
         "old_key_ids": list(old_ring.key_ids), "retired_key_ids": sorted(retire), "keep_old": keep_old,
         "rotated": rotated, "already_rotated": by_status.get("already_rotated", []),
-        "failed": by_status.get("failed", []), "skipped": by_status.get("skipped", []),
+        "failed_sets": by_status.get("failed", []), "skipped": by_status.get("skipped", []),
         "verify_failed": verify_failed, "pending_partials": partials,
         "ok": not by_status.get("failed") and not verify_failed,
     }
@@ -341,7 +341,7 @@ def rotate_store(store: Union[str, Path, Store], old_ring: Any, new_kek: Any, *,
     seconds to wait for the ``rotate`` and ``prune`` locks (:class:`LockHeld` after that).
 
     Returns ``{"changed", "ok", "check_mode", "new_key_id", "old_key_ids", "retired_key_ids",
-    "keep_old", "rotated", "already_rotated", "failed", "skipped", "verify_failed",
+    "keep_old", "rotated", "already_rotated", "failed_sets", "skipped", "verify_failed",
     "pending_partials"}`` (lists of per-set entries from :func:`rotate_set`; in check mode
     ``rotated`` holds the sets that would be rotated). ``ok`` is False when a set failed
     or a rotated set failed its quick verification.
@@ -393,10 +393,10 @@ def _record(store: Store, started: Any, result: Optional[dict[str, Any]], error:
                        keep_old=result["keep_old"],
                        rotated_sets=[e["set_id"] for e in result["rotated"]],
                        already_rotated=len(result["already_rotated"]),
-                       failed_sets=[{"set_id": e["set_id"], "error": e.get("error")} for e in result["failed"]],
+                       failed_sets=[{"set_id": e["set_id"], "error": e.get("error")} for e in result["failed_sets"]],
                        verify_failed=result["verify_failed"], pending_partials=result["pending_partials"])
     if error is None and result is not None and not result["ok"]:
-        error = f"{len(result['failed'])} set(s) failed, {len(result['verify_failed'])} failed verification"
+        error = f"{len(result['failed_sets'])} set(s) failed, {len(result['verify_failed'])} failed verification"
     job_id = None
     if ACTION in jobs.KINDS:
         try:
@@ -462,10 +462,10 @@ def failure_exit_error(result: dict[str, Any]) -> Optional[str]:
     """A one-line description of what went wrong in ``result`` (``None`` when ``ok``)."""
     if result["ok"]:
         return None
-    parts = [f"{e['set_id']}: {e.get('error')}" for e in result["failed"][:3]]
+    parts = [f"{e['set_id']}: {e.get('error')}" for e in result["failed_sets"][:3]]
     if result["verify_failed"]:
         parts.append(f"quick verification failed after rotation: {', '.join(result['verify_failed'][:3])}")
-    more = len(result["failed"]) - 3
+    more = len(result["failed_sets"]) - 3
     if more > 0:
         parts.append(f"... and {more} more failed set(s)")
     return "; ".join(parts)
@@ -473,4 +473,4 @@ def failure_exit_error(result: dict[str, Any]) -> Optional[str]:
 
 def is_key_failure(result: dict[str, Any]) -> bool:
     """True when every failed set failed for a key reason (KeyUnavailable, WrongKey, ...)."""
-    return bool(result["failed"]) and all(e.get("key_problem") for e in result["failed"])
+    return bool(result["failed_sets"]) and all(e.get("key_problem") for e in result["failed_sets"])

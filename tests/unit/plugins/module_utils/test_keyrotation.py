@@ -75,7 +75,7 @@ def test_rotation_rewraps_every_set_without_touching_any_artifact(store, kek):
     before = hashes(store.root)
     result = keyrotation.rotate_store(store, keys.KeyRing(kek["old"], [kek["escrow"]]), kek["new"])
     assert result["ok"] and result["changed"]
-    assert len(result["rotated"]) == 3 and not result["failed"] and not result["already_rotated"]
+    assert len(result["rotated"]) == 3 and not result["failed_sets"] and not result["already_rotated"]
     assert all(e["quick_verify"] == "passed" for e in result["rotated"])
     assert all(e["removed_key_ids"] == [kek["old"].key_id] for e in result["rotated"])
     assert hashes(store.root) == before  # every artifact and JSON file byte-identical
@@ -141,9 +141,11 @@ def test_a_set_the_given_keys_cannot_unwrap_is_reported_and_the_others_are_rotat
     stranger = publish(store, keys.KeyRing(kek["other"]), "redis", ["redis"])
     result = keyrotation.rotate_store(store, keys.KeyRing(kek["old"]), kek["new"])
     assert not result["ok"] and result["changed"]
-    assert [e["set_id"] for e in result["failed"]] == [stranger]
-    assert result["failed"][0]["error_type"] == "KeyUnavailable" and keyrotation.is_key_failure(result)
+    assert [e["set_id"] for e in result["failed_sets"]] == [stranger]
+    assert result["failed_sets"][0]["error_type"] == "KeyUnavailable" and keyrotation.is_key_failure(result)
     assert len(result["rotated"]) == 3
+    record = audit.read_records(store.root)[-1]
+    assert record["result"] == "failed" and record["details"]["failed_sets"][0]["set_id"] == stranger
 
 
 def test_a_transit_kek_is_refused_for_sets_holding_vault(store, kek):
@@ -159,8 +161,8 @@ def test_a_transit_kek_is_refused_for_sets_holding_vault(store, kek):
             return kek["new"].unwrap(wrapped)
 
     result = keyrotation.rotate_store(store, keys.KeyRing(kek["old"]), FakeTransit(), check_mode=True)
-    assert [e["error_type"] for e in result["failed"]] == ["ConfigError"]
-    assert "vault" in result["failed"][0]["set_id"]
+    assert [e["error_type"] for e in result["failed_sets"]] == ["ConfigError"]
+    assert "vault" in result["failed_sets"][0]["set_id"]
     assert len(result["rotated"]) == 2
 
 
@@ -185,7 +187,7 @@ def test_a_crash_between_write_and_rename_leaves_the_old_manifest_intact(store, 
 
     monkeypatch.setattr(keyrotation.os, "replace", crash)
     result = keyrotation.rotate_store(store, keys.KeyRing(kek["old"]), kek["new"])
-    assert len(result["failed"]) == 3 and "cannot write the manifest" in result["failed"][0]["error"]
+    assert len(result["failed_sets"]) == 3 and "cannot write the manifest" in result["failed_sets"][0]["error"]
     assert len(written) == 3  # a temporary file was written and only it would have been renamed
     assert all(name.startswith(keyrotation.TEMP_PREFIX) for name in written)
     assert (set_dir / bs.MANIFEST_NAME).read_bytes() == old_bytes
@@ -208,7 +210,7 @@ def test_a_manifest_that_fails_authentication_is_not_rewritten(store, kek):
     (set_dir / bs.MANIFEST_NAME).write_text(json.dumps(manifest))
     tampered = (set_dir / bs.MANIFEST_NAME).read_bytes()
     result = keyrotation.rotate_store(store, keys.KeyRing(kek["old"]), kek["new"])
-    assert [e["error_type"] for e in result["failed"]] == ["TamperedData"]
+    assert [e["error_type"] for e in result["failed_sets"]] == ["TamperedData"]
     assert (set_dir / bs.MANIFEST_NAME).read_bytes() == tampered
 
 
