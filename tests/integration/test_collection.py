@@ -14,7 +14,7 @@ from ansible_collections.lifeboat.dr.plugins.module_utils import backupset, keys
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
-MODULES = ["store_info", "service"]
+MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py") if p.stem != "__init__")
 
 
 def run(argv, cwd=REPO, **kwargs):
@@ -54,12 +54,19 @@ def test_the_tarball_installs(tarball, tmp_path):
     assert json.loads((installed / "MANIFEST.json").read_text())["collection_info"]["version"] == "0.1.0"
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_ansible_doc_renders_the_module(module):
-    proc = run([str(BIN / "ansible-doc"), "--json", f"lifeboat.dr.{module}"])
-    doc = json.loads(proc.stdout)[f"lifeboat.dr.{module}"]["doc"]
-    assert doc["short_description"]
-    assert doc["options"]
+def test_ansible_doc_renders_every_module():
+    names = [f"lifeboat.dr.{module}" for module in MODULES]
+    docs = json.loads(run([str(BIN / "ansible-doc"), "--json", *names]).stdout)
+    assert sorted(docs) == sorted(names)
+    for name, entry in docs.items():
+        assert entry["doc"]["short_description"], name
+        assert entry["doc"]["options"], name
+        assert entry["examples"], name
+        assert entry["return"], name
+
+
+@pytest.mark.parametrize("module", ["store_info", "service"])
+def test_ansible_doc_renders_the_module_as_text(module):
     text = run([str(BIN / "ansible-doc"), f"lifeboat.dr.{module}"]).stdout
     assert "EXAMPLES" in text and "RETURN VALUES" in text
 
