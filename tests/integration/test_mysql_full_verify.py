@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import keys, set_verify
+from ansible_collections.lifeboat.dr.plugins.module_utils import keys, mysql_scratch, set_verify
 from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
 from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_backup as mb
 from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.errors import RestoreFailed
 
 SMALL_SQL = [
     "CREATE TABLE people (id INT PRIMARY KEY, name VARCHAR(40), photo BLOB, born DATE)",
@@ -190,4 +191,21 @@ def test_a_tsv_artifact_that_does_not_load_cleanly_fails_the_full_verify(admin, 
     failure = report["failed"][0]
     assert failure.startswith(f"mysql/{mb.tsv_artifact_name(small_db, 'counters')}: ")
     assert "warning" in failure
+    assert_no_scratch_left(work_dir)
+
+
+class BrokenScratch(mysql_scratch.ScratchMariaDB):
+    """A scratch server whose option file mariadbd rejects at start-up."""
+
+    def config_text(self):
+        return super().config_text() + "no_such_lifeboat_option = 1\n"
+
+
+def test_a_scratch_server_that_does_not_start_is_reported_and_leaves_nothing(work_dir):
+    scratch = BrokenScratch(base_dir=str(work_dir))
+    with pytest.raises(RestoreFailed, match="scratch mariadbd exited") as failure:
+        with scratch:
+            pass
+    assert "no_such_lifeboat_option" in str(failure.value)  # the log tail says why
+    assert not scratch.root.exists()
     assert_no_scratch_left(work_dir)
