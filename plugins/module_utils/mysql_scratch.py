@@ -6,13 +6,13 @@
 :class:`ScratchMariaDB` initialises an empty datadir in a fresh temporary folder
 (``mariadb-install-db --no-defaults``, so no ``/etc/mysql`` option file is read; the
 only account is the OS user running Lifeboat, authenticated by the unix socket, so no
-password exists at all), starts ``mariadbd`` with its own option file on a free TCP
+password exists at all; ``mariadb.sys`` is locked), starts ``mariadbd`` with its own option file on a free TCP
 port of 127.0.0.1 and its own socket, binary log off, a small buffer pool and relaxed
 durability (a scratch server holds nothing worth an fsync), and on :meth:`cleanup`
 stops it and deletes the folder. Used as a context manager the cleanup also runs when
 the body raises. Nothing of the machine's own MariaDB (port, socket, datadir) is touched.
 
-Typical start-up (init + start) on the lab machine: about 1-2 s.
+Typical start-up (init + start) on the lab machine: about 2-5 s, depending on the load.
 """
 
 from __future__ import annotations
