@@ -5,9 +5,9 @@
 
 :class:`ScratchMariaDB` initialises an empty datadir in a fresh temporary folder
 (``mariadb-install-db --no-defaults``, so no ``/etc/mysql`` option file is read; the
-only account is the OS user running Lifeboat, authenticated by the unix socket, so no
-password exists at all; ``mariadb.sys`` is locked), starts ``mariadbd`` with its own option file on a free TCP
-port of 127.0.0.1 and its own socket, binary log off, a small buffer pool and relaxed
+only login is the OS user running Lifeboat, authenticated by the unix socket, so no
+password exists at all; ``mariadb.sys`` is locked), starts ``mariadbd`` with its own
+option file on a free TCP port of 127.0.0.1 and its own socket, binary log off, a small buffer pool and relaxed
 durability (a scratch server holds nothing worth an fsync), and on :meth:`cleanup`
 stops it and deletes the folder. Used as a context manager the cleanup also runs when
 the body raises. Nothing of the machine's own MariaDB (port, socket, datadir) is touched.
