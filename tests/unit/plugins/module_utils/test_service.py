@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+
 from ansible_collections.lifeboat.dr.plugins.module_utils import service as svc
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     ConfigError,
