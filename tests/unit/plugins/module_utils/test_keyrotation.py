@@ -149,21 +149,26 @@ def test_a_set_the_given_keys_cannot_unwrap_is_reported_and_the_others_are_rotat
 
 
 def test_a_transit_kek_is_refused_for_sets_holding_vault(store, kek):
-    class FakeTransit:  # stands in for keys.TransitKEK: only kind and key_id are read before the refusal
-        kind = "transit"
-        key_id = "transit:transit/lifeboat"
-        algorithm = keys.TRANSIT_WRAP_ALGORITHM
+    # a real TransitKEK aimed at a closed local port: the refusal comes before any call to Vault
+    transit = keys.TransitKEK(url="http://127.0.0.1:9", token="not-used", key_name="lifeboat", timeout=2.0)
+    result = keyrotation.rotate_store(store, keys.KeyRing(kek["old"]), transit, check_mode=True)
+    by_kind = {e["set_id"].split("_")[0]: e["error_type"] for e in result["failed_sets"]}
+    assert by_kind["vault"] == "ConfigError"
+    assert "transit" in next(e["error"] for e in result["failed_sets"] if e["set_id"].startswith("vault_"))
+    assert by_kind["full"] == by_kind["binlog"] == "ConnectionFailure"  # the others were tried with Vault
 
-        def wrap(self, data_key):
-            return kek["new"].wrap(data_key)
 
-        def unwrap(self, wrapped):
-            return kek["new"].unwrap(wrapped)
-
-    result = keyrotation.rotate_store(store, keys.KeyRing(kek["old"]), FakeTransit(), check_mode=True)
-    assert [e["error_type"] for e in result["failed_sets"]] == ["ConfigError"]
-    assert "vault" in result["failed_sets"][0]["set_id"]
-    assert len(result["rotated"]) == 2
+def test_a_set_damaged_before_the_rotation_is_rotated_but_reported_by_its_quick_verify(store, kek):
+    set_dir = next(p for p in keyrotation.published_set_paths(store.root) if p.name.startswith("full_"))
+    artifact = set_dir / "mysql" / "data.bin"
+    data = bytearray(artifact.read_bytes())
+    data[100] ^= 1
+    artifact.write_bytes(bytes(data))
+    result = keyrotation.rotate_store(store, keys.KeyRing(kek["old"]), kek["new"])
+    assert not result["ok"] and result["verify_failed"] == [set_dir.name]
+    entry = next(e for e in result["rotated"] if e["set_id"] == set_dir.name)
+    assert entry["quick_verify"].startswith("FAILED") and "mysql/data.bin" in entry["quick_verify"]
+    bs.BackupSet(set_dir).data_key(keys.KeyRing(kek["new"]))  # the rotation itself succeeded
 
 
 def test_the_new_key_must_differ_from_the_old_and_escrow_keys(store, kek):
