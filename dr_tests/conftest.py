@@ -13,8 +13,11 @@ Options (see docs/drills.md):
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -147,6 +150,59 @@ def bring_lab_back(inv: DrillInventory, timeout_s: float = 180) -> str:
     if measure.wait_healthy(inv.app_url, timeout_s) is None:
         return f"the app is not healthy {timeout_s:.0f} s after cleanup"
     return ""
+
+
+@dataclass
+class MultihostLab:
+    """Whether the multi-host lab (lab/netns.py) can be used by drills that need it.
+
+    ``available`` False comes with ``reason`` (e.g. not root); ``started`` says this session
+    created it (and so removes it at the end)."""
+
+    available: bool
+    reason: str = ""
+    started: bool = False
+
+
+def multihost_unavailable_reason() -> str:
+    """Why this machine cannot run the multi-host lab ("" when it can): root and ``ip netns``."""
+    if os.geteuid() != 0:
+        return "not root (network namespaces need root)"
+    if not shutil.which("ip"):
+        return "the program 'ip' is missing (apt-get install iproute2)"
+    if subprocess.run(["ip", "netns", "list"], capture_output=True, check=False).returncode != 0:
+        return "'ip netns' is not available"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def multihost_lab() -> MultihostLab:
+    """The multi-host lab, brought up for the scenarios that need it (``netns.up()`` is
+    idempotent: ~1 s when it already runs) and taken down after the session only if this
+    session created it (no lab namespace existed before)."""
+    reason = multihost_unavailable_reason()
+    if reason:
+        yield MultihostLab(False, reason)
+        return
+    from lab import netns
+    started = not any(name.startswith(netns.NS_PREFIX) for name in netns.namespaces())
+    try:
+        netns.up()
+    except Exception as err:  # noqa: BLE001 - any failure means: drill with the fallback, say why
+        yield MultihostLab(False, f"'python -m lab multihost up' failed: {str(err)[:300]}", started)
+    else:
+        yield MultihostLab(True, "", started)
+    if started:
+        netns.down()
+
+
+@pytest.fixture(scope="session")
+def multihost_inventory(multihost_lab: MultihostLab) -> DrillInventory:
+    """inventories/lab-multihost, rendered (once per session); needs the multi-host lab up."""
+    try:
+        return measure.load_inventory(MULTIHOST_INVENTORY)
+    except NotDrillable as err:
+        pytest.fail(f"not drillable: {err}", pytrace=False)
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ never touched.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -152,13 +154,17 @@ class WipeEverything(Fault):
 class PartitionDb(Fault):
     """Cut the database off for ``duration_s`` seconds.
 
-    With a multi-host inventory whose mysql host sets ``lifeboat_drill_veth`` (an
-    interface of its network namespace): ``ip link set VETH down``, then up again.
-    Otherwise (single-host lab) emulated: SIGSTOP mariadbd — a hung peer, which is what
-    a partition looks like to its clients — then SIGCONT. The report names the mode.
+    Multi-host lab (the mysql host sets ``lifeboat_drill_veth``: the controller-side end of
+    its veth pair, which must be a member of the lab bridge): ``ip link set VETH down`` on
+    this machine, then up again after ``duration_s``. The host's own sshd is behind that
+    link, so the link is switched from the controller, never over SSH; a detached
+    ``sleep; ip link set VETH up`` (``duration_s`` + :attr:`BACKSTOP_S`) heals it even if the
+    harness dies. Otherwise (single-host lab) emulated: SIGSTOP mariadbd -- a hung peer,
+    which is what a partition looks like to its clients -- then SIGCONT. :attr:`mode` says which.
     """
 
     name = "partition_db"
+    BACKSTOP_S = 60.0
 
     def __init__(self, inv: DrillInventory, duration_s: float = 8, **params) -> None:
         super().__init__(inv, **params)
@@ -172,10 +178,12 @@ class PartitionDb(Fault):
         return f"veth down ({self.veth})" if self.veth else "emulated: SIGSTOP"
 
     def inject(self) -> str:
-        host = self.host("mysql")
         if self.veth:
-            host.run_expect([0], f"ip link set '{self.veth}' down")
+            require_lab_veth(str(self.veth))
+            ip_link_set(str(self.veth), "down")
+            start_backstop_healer(str(self.veth), self.duration_s + self.BACKSTOP_S)
         else:
+            host = self.host("mysql")
             self.pid = listener_pid(host, int(self.inv.var("mysql", "lifeboat_mysql_port")))
             if self.pid is None:
                 raise NotDrillable("no process listens on the mysql port -- the stack is not running")
@@ -186,14 +194,39 @@ class PartitionDb(Fault):
     def heal(self) -> str:
         time.sleep(max(0.0, self.started + self.duration_s - time.time()))
         self.cleanup()
-        return f"connectivity restored ({'ip link set up' if self.veth else 'SIGCONT'})"
+        return f"connectivity restored ({f'ip link set {self.veth} up' if self.veth else 'SIGCONT'})"
 
     def cleanup(self) -> None:
-        host = self.host("mysql")
         if self.veth:
-            host.run(f"ip link set '{self.veth}' up")
+            ip_link_set(str(self.veth), "up", check=False)
         elif self.pid is not None:
-            host.run(f"kill -CONT {self.pid}")
+            self.host("mysql").run(f"kill -CONT {self.pid}")
+
+
+def require_lab_veth(link: str) -> None:
+    """Refuse to switch any link but a lab host's veth: ``link`` must be attached to the lab bridge
+    (lab/netns.py ``BRIDGE``), so a wrong inventory value can never take this machine's own
+    network down."""
+    from lab import netns
+    shown = subprocess.run(["ip", "-j", "link", "show", link], capture_output=True, text=True, check=False)
+    master = json.loads(shown.stdout)[0].get("master") if shown.returncode == 0 and shown.stdout.strip() else None
+    if master != netns.BRIDGE:
+        raise NotDrillable(f"lifeboat_drill_veth {link!r} is not a link of the lab bridge {netns.BRIDGE} "
+                           "-- start the multi-host lab (python -m lab multihost up) or fix the inventory")
+
+
+def ip_link_set(link: str, state: str, check: bool = True) -> None:
+    """``ip link set LINK up|down`` on this machine (root)."""
+    run = subprocess.run(["ip", "link", "set", link, state], capture_output=True, text=True, check=False)
+    if check and run.returncode != 0:
+        raise NotDrillable(f"ip link set {link} {state} failed: {run.stderr.strip()} -- the drill needs root")
+
+
+def start_backstop_healer(link: str, after_s: float) -> None:
+    """A detached ``sleep AFTER_S; ip link set LINK up`` that outlives the harness (the shell
+    started here backgrounds it and exits at once, so nothing is left to reap)."""
+    subprocess.run(["/bin/sh", "-c", '(sleep "$1"; ip link set "$2" up) </dev/null >/dev/null 2>&1 &',
+                    "sh", f"{after_s:.0f}", link], check=True, start_new_session=True, timeout=10)
 
 
 FAULTS = {cls.name: cls for cls in (KillApp, CorruptMysqlDatadir, RedisDataLoss, WipeEverything, PartitionDb)}

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,10 +62,40 @@ class DrillInventory:
         return str(self.var("app", "lifeboat_app_url")).rstrip("/")
 
     def testinfra_host(self, host: str):
-        """A testinfra host over Ansible (runs ansible-inventory: the venv must be on PATH)."""
+        """A testinfra host for inventory host ``host``.
+
+        SSH hosts (``ansible_connection: ssh``) get testinfra's ssh backend with the
+        connection settings *as Ansible rendered them* (user, address, port, key file,
+        ``ansible_ssh_common_args``): testinfra's ansible backend reads the raw
+        ``ansible-inventory --list`` and would pass a templated key path such as the
+        multi-host lab's ``{{ lifeboat_state_dir }}/...`` to ssh verbatim. Other hosts go
+        through testinfra's ansible backend (runs ansible-inventory: the venv must be on PATH).
+        """
         import testinfra
         put_venv_on_path()
+        values = self.hosts.get(host, {})
+        if values.get("ansible_connection") in ("ssh", "smart"):
+            return testinfra.get_host(ssh_spec(host, values), **ssh_options(values))
         return testinfra.get_host(f"ansible://{host}?ansible_inventory={self.path}")
+
+
+def ssh_spec(host: str, values: dict) -> str:
+    """``ssh://USER@ADDRESS[:PORT]`` of a host from its rendered connection variables."""
+    user = values.get("ansible_user")
+    port = values.get("ansible_port")
+    return (f"ssh://{f'{user}@' if user else ''}{values.get('ansible_host') or host}"
+            f"{f':{int(port)}' if port else ''}")
+
+
+def ssh_options(values: dict) -> dict[str, str]:
+    """testinfra ssh backend options: the key file and the ssh arguments Ansible would use."""
+    options = {}
+    if values.get("ansible_ssh_private_key_file"):
+        options["ssh_identity_file"] = str(values["ansible_ssh_private_key_file"])
+    extra = str(values.get("ansible_ssh_common_args") or "")
+    # ControlMaster=no: no shared connection that could hang across a partition
+    options["ssh_extra_args"] = extra if "controlmaster" in extra.lower() else f"-o ControlMaster=no {extra}".strip()
+    return options
 
 
 def put_venv_on_path() -> None:
@@ -127,14 +158,22 @@ def load_inventory(inventory: Path) -> DrillInventory:
     return DrillInventory(path=inventory, groups=data["groups"], hosts=data["hosts"])
 
 
-PID_PATTERN = re.compile(r"pid=(\d+)")
+LISTENER_PATTERN = re.compile(r'\(\("([^"]*)",pid=(\d+)')
+
+
+def listener(host, port: int) -> tuple[int, str] | None:
+    """``(pid, command name)`` of the process listening on TCP ``port`` of ``host`` (a testinfra
+    host; one ``ss -Hltnp`` there), or None when nothing listens. ``ss`` lists only sockets
+    held by existing processes, so a listener found is a running process."""
+    out = host.run(f"ss -Hltnp 'sport = :{int(port)}'").stdout
+    match = LISTENER_PATTERN.search(out)
+    return (int(match.group(2)), match.group(1)) if match else None
 
 
 def listener_pid(host, port: int) -> int | None:
     """The pid of the process listening on TCP ``port`` of ``host`` (a testinfra host), or None."""
-    out = host.run(f"ss -Hltnp 'sport = :{int(port)}'").stdout
-    match = PID_PATTERN.search(out)
-    return int(match.group(1)) if match else None
+    found = listener(host, port)
+    return found[0] if found else None
 
 
 def app_port(inv: DrillInventory) -> int:
@@ -153,19 +192,21 @@ SERVICES = {  # service -> (inventory group, port getter)
 }
 
 
+def service_problem(inv: DrillInventory, service: str) -> str | None:
+    """Why ``service`` is not steady (nothing listens on its port of its host), or None."""
+    group, port_of = SERVICES[service]
+    port = port_of(inv)
+    if listener(inv.testinfra_host(inv.host_of(group)), port) is None:
+        return f"{service}: nothing listens on port {port} of {inv.host_of(group)}"
+    return None
+
 
 def steady_state_problems(inv: DrillInventory) -> list[str]:
-    """What is unhealthy, checked with testinfra on the inventory's hosts: each service's port
-    is listened on by a running process, and the app's /health answers 200. Empty = steady."""
-    problems = []
-    for service, (group, port_of) in SERVICES.items():
-        host = inv.testinfra_host(inv.host_of(group))
-        port = port_of(inv)
-        pid = listener_pid(host, port)
-        if pid is None:
-            problems.append(f"{service}: nothing listens on port {port} of {inv.host_of(group)}")
-        elif not host.process.get(pid=pid).comm:
-            problems.append(f"{service}: listener pid {pid} is not running")
+    """What is unhealthy, checked with testinfra on the inventory's hosts (all services at once:
+    over SSH each check is a connection): each service's port is listened on by a running
+    process, and the app's /health answers 200. Empty = steady."""
+    with ThreadPoolExecutor(max_workers=len(SERVICES)) as pool:
+        problems = [p for p in pool.map(lambda service: service_problem(inv, service), SERVICES) if p]
     if not health_ok(inv.app_url):
         problems.append(f"app: GET {inv.app_url}/health is not 200")
     return problems

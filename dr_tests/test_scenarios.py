@@ -25,7 +25,7 @@ from dr_tests import measure
 from dr_tests.canary import CanaryWriter, check_canaries, read_canaries
 from dr_tests.conftest import MULTIHOST_INVENTORY, bring_lab_back, load_scenarios
 from dr_tests.faults import make_fault
-from dr_tests.measure import DrillInventory, NotDrillable, PlaybookFailed, Step
+from dr_tests.measure import DrillInventory, PlaybookFailed, Step
 from dr_tests.report import DrillRecord, fmt_s
 
 SCENARIOS = load_scenarios()
@@ -40,18 +40,27 @@ def scenario_params():
 
 
 @pytest.fixture
-def inventory(drill_inventory: DrillInventory, scenario: dict, pytestconfig: pytest.Config) -> DrillInventory:
-    """The session inventory, or the multi-host lab for a scenario that prefers it: only when it
-    exists, no --inventory was given and its hosts set ``lifeboat_drill_veth`` (the interface a
-    partition takes down); otherwise the scenario runs on the session inventory (emulated fault)."""
-    if (scenario.get("prefer_inventory") == "lab-multihost" and MULTIHOST_INVENTORY.exists()
-            and not pytestconfig.getoption("--inventory") and measure.inventory_sets(MULTIHOST_INVENTORY,
-                                                                                   "lifeboat_drill_veth")):
-        try:
-            return measure.load_inventory(MULTIHOST_INVENTORY)
-        except NotDrillable as err:
-            pytest.fail(f"not drillable: {err}", pytrace=False)
-    return drill_inventory
+def inventory(drill_inventory: DrillInventory, scenario: dict, pytestconfig: pytest.Config,
+              request: pytest.FixtureRequest, drill_record: DrillRecord) -> DrillInventory:
+    """The inventory the scenario is drilled on.
+
+    A scenario declaring ``inventory: lab-multihost`` runs on the multi-host lab -- brought
+    up for it by the session fixture ``multihost_lab`` -- unless ``--inventory`` was given
+    (then everything runs on that one). When the multi-host lab cannot run here (not root,
+    no ``ip netns``) the scenario falls back to the session inventory, and the report's
+    fault mode says so (e.g. the partition is then emulated with SIGSTOP).
+    """
+    wanted = scenario.get("inventory") or scenario.get("prefer_inventory")
+    if not wanted or pytestconfig.getoption("--inventory"):
+        return drill_inventory
+    if wanted != MULTIHOST_INVENTORY.name:
+        pytest.fail(f"scenario {scenario['id']}: unknown inventory {wanted!r} -- use {MULTIHOST_INVENTORY.name}",
+                    pytrace=False)
+    lab = request.getfixturevalue("multihost_lab")
+    if not lab.available:
+        drill_record.fault_mode = f"multi-host lab unavailable: {lab.reason}; fell back to {drill_inventory.path.name}"
+        return drill_inventory
+    return request.getfixturevalue("multihost_inventory")
 
 
 @pytest.fixture
@@ -113,7 +122,8 @@ def test_drill(scenario: dict, inventory: DrillInventory, steady_lab: list, dril
     log_dir = LOG_ROOT / scenario["id"]
     fault = make_fault(inventory, scenario["fault"])
     steady_lab.append(fault.cleanup)
-    record.fault_mode = scenario["fault"]["name"] + (f" ({fault.mode})" if hasattr(fault, "mode") else "")
+    record.fault_mode = "; ".join(filter(None, [
+        scenario["fault"]["name"] + (f" ({fault.mode})" if hasattr(fault, "mode") else ""), record.fault_mode]))
 
     writer = CanaryWriter(inventory.app_url, base=int(time.time() * 1000) * 1000)
     monitor = measure.HealthMonitor(inventory.app_url)
