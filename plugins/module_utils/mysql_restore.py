@@ -757,12 +757,39 @@ def place_side_by_side(control: Any, plan: RestorePlan) -> None:
 
 
 # --------------------------------------------------------------------------- users
+_CREATE_ACCOUNT = re.compile(rb"^([ \t]*CREATE[ \t]+)(USER|ROLE)([ \t]+)(?!IF[ \t]+NOT[ \t]+EXISTS\b)",
+                             re.IGNORECASE | re.MULTILINE)
+
+
+def idempotent_users_sql(sql: bytes) -> bytes:
+    """The users artifact with every ``CREATE USER``/``CREATE ROLE`` made ``... IF NOT EXISTS``.
+
+    ``mariadb-dump --system=users`` writes plain ``CREATE USER`` for every account,
+    including those a fresh datadir (``mariadb-install-db``) already has --
+    ``mariadb.sys@localhost``, ``root@localhost``, ``mysql@localhost`` -- and those that
+    still exist on a live server; plain CREATE fails on them. With ``IF NOT EXISTS``
+    an existing account is kept and the artifact's ``GRANT`` statements that follow
+    still apply: on MariaDB they carry the authentication (``IDENTIFIED BY PASSWORD``/
+    ``VIA``), so every account ends up with the backup's authentication and at least
+    the backup's privileges. Privileges an existing account has beyond the backup's
+    are not revoked (a fresh datadir's built-in accounts have exactly the defaults).
+    ``CREATE OR REPLACE`` and statements already saying ``IF NOT EXISTS`` are left as
+    they are. Only lines starting with the statement are changed (one statement per
+    line, as the dump and :func:`mysql_backup.users_sql_from_grants` write them).
+    """
+    return _CREATE_ACCOUNT.sub(rb"\1\2 IF NOT EXISTS\3", sql)
+
+
 def restore_users(params: my.ConnParams, flavor: my.Flavor, sql: bytes, write_binlog: bool = True) -> None:
-    """Run the users artifact (CREATE USER/GRANT statements) through the command line client."""
+    """Run the users artifact (CREATE USER/GRANT statements) through the command line client.
+
+    The statements go through :func:`idempotent_users_sql` first, so accounts that
+    already exist (a fresh datadir's built-in ones, or live ones) do not fail the run.
+    """
     with my.option_file(params) as cnf:
         argv = my.tool_argv(flavor.client_tool, cnf, "--batch")
         prefix = b"" if write_binlog else b"SET SESSION sql_log_bin = 0;\n"
-        proc = subprocess.run(argv, input=prefix + sql, capture_output=True, check=False)
+        proc = subprocess.run(argv, input=prefix + idempotent_users_sql(sql), capture_output=True, check=False)
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip()
         raise mb.tool_failure("restoring users and grants", argv[0], proc.returncode, err)
@@ -802,8 +829,27 @@ def reinit_datadir(datadir: str, service: Any, *, install_db: str = "mariadb-ins
         raise RestoreFailed(f"{install_db} failed (exit {proc.returncode}): "
                             f"{proc.stderr.decode('utf-8', 'replace')[-400:]}",
                             hint=f"the old datadir is kept at {aside}")
+    log.info("mysql: datadir %s moved aside to %s; a fresh one was initialised", path, aside)
     service.start()
     return str(aside)
+
+
+def wait_for_login(params: my.ConnParams, timeout_s: float = 120.0, interval_s: float = 0.5) -> float:
+    """Retry logging in with ``params`` until it works; return the seconds waited.
+
+    Tries at least once; after ``timeout_s`` seconds (monotonic) the last connection
+    error is raised. Used after a (re)start: a service manager may report "started"
+    before the server accepts connections.
+    """
+    started = time.monotonic()
+    while True:
+        try:
+            my.connect(params).close()
+            return time.monotonic() - started
+        except LifeboatError:
+            if time.monotonic() - started + interval_s > timeout_s:
+                raise
+        time.sleep(interval_s)
 
 
 # --------------------------------------------------------------------------- run
@@ -819,12 +865,14 @@ def restore_mysql_from(backup_set: Any, keyring: Any, params: my.ConnParams, *,
                        rename_to: Optional[dict[str, str]] = None, mode: str = "in_place_swap",
                        include_users: bool = False, parallel: int = 2, write_binlog: bool = True,
                        service: Any = None, datadir: Optional[str] = None, root_socket: Optional[str] = None,
-                       progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+                       start_timeout_s: float = 120.0, progress: Optional[ProgressFn] = None) -> dict[str, Any]:
     """Restore (part of) the ``mysql`` component of ``backup_set`` into the server ``params`` reaches.
 
     See the module docstring for the modes. ``reinit_datadir`` needs ``service``
     (service.get_service(...)), ``datadir`` and ``root_socket`` (the server's unix
-    socket, used as OS root to restore the users first). Returns the plan plus
+    socket, used as OS root to restore the users first; the fresh server must accept
+    that login within ``start_timeout_s`` seconds of the service start). It returns
+    ``broken_datadir_kept_at`` too. Returns the plan plus
     ``verified`` (table -> rows/checksum), ``objects`` (counts), ``kept_aside`` and
     ``duration_s``. Raises VerificationFailed / RestoreFailed / connection errors;
     before the swap nothing live has changed.
@@ -839,9 +887,10 @@ def restore_mysql_from(backup_set: Any, keyring: Any, params: my.ConnParams, *,
     if mode == "reinit_datadir":
         if service is None or not datadir or not root_socket:
             raise ConfigError("mode reinit_datadir needs service, datadir and root_socket")
+        users_sql = _users_sql(backup_set, keyring, meta)  # before anything is stopped: the set must have users
         result["broken_datadir_kept_at"] = reinit_datadir(datadir, service)
         root = my.ConnParams(user="root", unix_socket=root_socket, connect_timeout=params.connect_timeout)
-        users_sql = _users_sql(backup_set, keyring, meta)
+        wait_for_login(root, start_timeout_s)
         conn = my.connect(root)
         try:
             flavor = my.detect_flavor(conn)

@@ -76,13 +76,28 @@ options:
     default: true
   service_manager:
     description:
-      - For O(mode=reinit_datadir), how the server is started/stopped (see M(lifeboat.dr.service)).
+      - For O(mode=reinit_datadir), how the server is started/stopped (C(lab), C(systemd), C(docker)
+        or C(command); see M(lifeboat.dr.service)). Required with O(mode=reinit_datadir).
     type: str
+    choices: [lab, systemd, docker, command]
   service_name:
     description:
       - For O(mode=reinit_datadir), the service name.
     type: str
     default: mysql
+  service_settings:
+    description:
+      - For O(mode=reinit_datadir), the manager's settings, as for M(lifeboat.dr.service) (the roles pass
+        C(lifeboat_service_settings)); e.g. C(repo_dir) for the C(lab) manager, C(unit) for C(systemd).
+        Unknown settings are an error. No secrets here.
+    type: dict
+    default: {}
+  start_timeout:
+    description:
+      - For O(mode=reinit_datadir), seconds the fresh server may take to accept the root login over
+        O(root_socket) after the service start.
+    type: float
+    default: 120
   datadir:
     description:
       - For O(mode=reinit_datadir), the server's data directory.
@@ -150,6 +165,14 @@ binlog_position:
   description: Binary log position of the restored snapshot (the start point of a point-in-time replay).
   returned: success, not in check mode
   type: dict
+broken_datadir_kept_at:
+  description: With O(mode=reinit_datadir), where the old datadir was moved (kept; Lifeboat never deletes it).
+  returned: success with mode reinit_datadir
+  type: str
+service:
+  description: With O(mode=reinit_datadir) in check mode, how the service would be controlled (no secrets).
+  returned: check mode with mode reinit_datadir
+  type: dict
 duration_s:
   description: Seconds the restore took.
   returned: success, not in check mode
@@ -165,6 +188,7 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     run_module,
     store_argument_spec,
 )
+from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
 from ansible_collections.lifeboat.dr.plugins.module_utils.mysql import ConnParams, connect, detect_flavor
 from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_restore import (
     MODES,
@@ -173,6 +197,7 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_restore import (
     restore_mysql_from,
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
+from ansible_collections.lifeboat.dr.plugins.module_utils.service import get_service
 
 
 def argument_spec():
@@ -186,8 +211,10 @@ def argument_spec():
         include_users=dict(type="bool", default=False),
         parallel=dict(type="int", default=2),
         write_binlog=dict(type="bool", default=True),
-        service_manager=dict(type="str"),
+        service_manager=dict(type="str", choices=["lab", "systemd", "docker", "command"]),
         service_name=dict(type="str", default="mysql"),
+        service_settings=dict(type="dict", default={}),
+        start_timeout=dict(type="float", default=120.0),
         datadir=dict(type="path"),
         root_socket=dict(type="path"),
     ))
@@ -202,29 +229,38 @@ def restore(module):
                    include_users=p["include_users"])
     if module.check_mode:
         plan = plan_restore(backup_set, **options)
-        if p["mode"] != "reinit_datadir":
-            server = connect(conn)
-            try:
-                flavor = detect_flavor(server)
-            finally:
-                server.close()
-            return dict(changed=True, plan=plan.describe(), server=flavor.to_dict())
-        return dict(changed=True, plan=plan.describe())
+        if p["mode"] == "reinit_datadir":
+            service = service_from_params(p)
+            return dict(changed=True, plan=plan.describe(), service=service.describe())
+        server = connect(conn)
+        try:
+            flavor = detect_flavor(server)
+        finally:
+            server.close()
+        return dict(changed=True, plan=plan.describe(), server=flavor.to_dict())
     return oplog.run_recorded(p["store"], "restore", lambda handle: _restore(p, conn, backup_set, options),
                               describe=oplog.mysql_restore_fields, components=["mysql"], backup_id=backup_set.set_id,
                               mode=p["mode"])
 
 
+def service_from_params(p):
+    """The MySQL service for mode reinit_datadir, built like the other modules build theirs."""
+    if not p["service_manager"] or not p["datadir"] or not p["root_socket"]:
+        raise ConfigError("mode reinit_datadir needs service_manager, datadir and root_socket",
+                          hint="the roles pass lifeboat_service_manager/_settings, lifeboat_mysql_datadir and "
+                               "lifeboat_mysql_socket")
+    return get_service(p["service_manager"], p["service_name"], **(p["service_settings"] or {}))
+
+
 def _restore(p, conn, backup_set, options):
     """The staged, verified restore (outside check mode)."""
     service = None
-    if p["mode"] == "reinit_datadir" and p["service_manager"]:
-        from ansible_collections.lifeboat.dr.plugins.module_utils.service import get_service
-
-        service = get_service(p["service_manager"], p["service_name"])
+    if p["mode"] == "reinit_datadir":
+        service = service_from_params(p)
     result = restore_mysql_from(backup_set, keyring_from_params(p), conn, parallel=p["parallel"],
                                 write_binlog=p["write_binlog"], service=service, datadir=p["datadir"],
-                                root_socket=p["root_socket"], progress=log_progress(), **options)
+                                root_socket=p["root_socket"], start_timeout_s=p["start_timeout"],
+                                progress=log_progress(), **options)
     return dict(changed=True, set_id=backup_set.set_id, **result)
 
 
