@@ -39,7 +39,7 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_lo
 
 JOBS_DIR = "jobs"
 HISTORY_FILE = "history.jsonl"
-KINDS = ("backup", "verify", "restore", "pitr", "prune", "drill", "binlog_archive")
+KINDS = ("backup", "verify", "restore", "pitr", "prune", "drill", "binlog_archive", "key_rotation")
 RESULTS = ("ok", "failed", "running")
 
 log = get_logger("jobs")
