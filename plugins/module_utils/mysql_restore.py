@@ -780,6 +780,28 @@ def idempotent_users_sql(sql: bytes) -> bytes:
     return _CREATE_ACCOUNT.sub(rb"\1\2 IF NOT EXISTS\3", sql)
 
 
+_OBJECT_GRANT = re.compile(
+    rb"^[ \t]*GRANT\b.*?\bON[ \t]+(?:(?:PROCEDURE|FUNCTION|PACKAGE(?:[ \t]+BODY)?)[ \t]|"
+    rb"`(?:[^`]|``)*`\.`(?:[^`]|``)*`[ \t]+TO[ \t])", re.IGNORECASE)
+
+
+def split_users_sql(sql: bytes) -> tuple[bytes, bytes]:
+    """(accounts, object grants): the users artifact in two parts, run before and after the data.
+
+    The second part holds the ``GRANT ... ON `db`.`table``` (table/column privileges)
+    and ``GRANT ... ON PROCEDURE|FUNCTION|PACKAGE`` lines: the server refuses them
+    while the table or routine does not exist yet (a fresh datadir). Everything
+    else -- accounts, roles, global and database grants, role grants, default roles,
+    the dump's session set-up -- is in the first part, in its original order. Lines
+    are classified one by one (the dump writes one statement per line).
+    """
+    accounts: list[bytes] = []
+    objects: list[bytes] = []
+    for line in sql.splitlines(keepends=True):
+        (objects if _OBJECT_GRANT.match(line) else accounts).append(line)
+    return b"".join(accounts), b"".join(objects)
+
+
 def restore_users(params: my.ConnParams, flavor: my.Flavor, sql: bytes, write_binlog: bool = True) -> None:
     """Run the users artifact (CREATE USER/GRANT statements) through the command line client.
 
@@ -884,6 +906,7 @@ def restore_mysql_from(backup_set: Any, keyring: Any, params: my.ConnParams, *,
     plan.schema = mb.parse_blocks(read_artifact(backup_set, keyring, mb.SCHEMA_ARTIFACT))
     plan.objects = mb.parse_blocks(read_artifact(backup_set, keyring, mb.OBJECTS_ARTIFACT))
     result: dict[str, Any] = {"plan": plan.describe()}
+    account_sql, grants_after, users_as = b"", b"", params  # users: accounts before the data, object grants after
     if mode == "reinit_datadir":
         if service is None or not datadir or not root_socket:
             raise ConfigError("mode reinit_datadir needs service, datadir and root_socket")
@@ -896,15 +919,19 @@ def restore_mysql_from(backup_set: Any, keyring: Any, params: my.ConnParams, *,
             flavor = my.detect_flavor(conn)
         finally:
             conn.close()
-        restore_users(root, flavor, users_sql, write_binlog)
-        plan.include_users = False
+        account_sql, grants_after = split_users_sql(users_sql)
+        restore_users(root, flavor, account_sql, write_binlog)
+        users_as = root
+    elif plan.include_users:
+        account_sql, grants_after = split_users_sql(_users_sql(backup_set, keyring, meta))
+        users_as = params
     control = my.connect(params)
     try:
         flavor = my.detect_flavor(control)
         if not write_binlog:
             session_setup(control, write_binlog, flavor)
-        if plan.include_users:
-            restore_users(params, flavor, _users_sql(backup_set, keyring, meta), write_binlog)
+        if plan.include_users and mode != "reinit_datadir":
+            restore_users(params, flavor, account_sql, write_binlog)
         if mode == "side_by_side":
             check_side_by_side_targets(control, plan)
         create_staging(control, plan, artifact_sizes(backup_set))
@@ -918,6 +945,8 @@ def restore_mysql_from(backup_set: Any, keyring: Any, params: my.ConnParams, *,
         finally:
             drop_staging(control, plan)
         result["objects"] = _recreate_objects(control, plan)
+        if plan.include_users and grants_after.strip():
+            restore_users(users_as, flavor, grants_after, write_binlog)
     finally:
         mb._close(control)
     result["duration_s"] = round(time.monotonic() - started, 3)

@@ -1,0 +1,188 @@
+"""``mysql_restore mode=reinit_datadir``: a MariaDB whose datadir no longer starts is brought back.
+
+Runs on a PRIVATE lab MariaDB (own state folder and ports, started with
+``python -m lab service mysql start``), never the shared one: the test kills its
+server and corrupts its datadir. The restore runs through the Ansible module with
+the ``lab`` service manager, like the roles call it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.lifeboat.dr.plugins.module_utils import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
+from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_backup as mb
+from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_restore import idempotent_users_sql, split_users_sql
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = REPO / ".venv" / "bin" / "python"
+APP_PASSWORD = "shop-app-pw-" + os.urandom(4).hex()
+
+
+# ----------------------------------------------------------------------------- pure rewrite
+def test_users_sql_creates_only_missing_accounts_and_keeps_every_grant():
+    dump = (b"CREATE USER `mariadb.sys`@`localhost` ACCOUNT LOCK PASSWORD EXPIRE;\n"
+            b"create user `app`@`%` IDENTIFIED BY PASSWORD '*AB';\n"
+            b"CREATE ROLE `reader`;\n"
+            b"CREATE ROLE IF NOT EXISTS mariadb_dump_import_role;\n"
+            b"CREATE OR REPLACE USER `x`@`y`;\n"
+            b"CREATE USER IF NOT EXISTS `z`@`w`;\n"
+            b"GRANT SELECT ON `shop`.* TO `reader`;\n"
+            b"INSERT INTO t VALUES ('CREATE USER inside data');\n")
+    out = idempotent_users_sql(dump).splitlines()
+    assert out[0] == b"CREATE USER IF NOT EXISTS `mariadb.sys`@`localhost` ACCOUNT LOCK PASSWORD EXPIRE;"
+    assert out[1] == b"create user IF NOT EXISTS `app`@`%` IDENTIFIED BY PASSWORD '*AB';"
+    assert out[2] == b"CREATE ROLE IF NOT EXISTS `reader`;"
+    assert out[3:] == dump.splitlines()[3:]
+
+
+def test_table_and_routine_grants_are_run_after_the_data_everything_else_before():
+    dump = (b"CREATE USER `app`@`%`;\n"
+            b"GRANT USAGE ON *.* TO `app`@`%`;\n"
+            b"GRANT SELECT ON `shop`.* TO `app`@`%`;\n"
+            b"GRANT INSERT, UPDATE (`price`) ON `shop`.`items` TO `app`@`%`;\n"
+            b"GRANT EXECUTE ON PROCEDURE `shop`.`add_item` TO `app`@`%`;\n"
+            b"GRANT PROXY ON ``@`%` TO `root`@`localhost` WITH GRANT OPTION;\n"
+            b"GRANT `reader` TO `app`@`%`;\n"
+            b"SET DEFAULT ROLE `reader` FOR 'app'@'%';\n")
+    lines = dump.splitlines(keepends=True)
+    before, after = split_users_sql(dump)
+    assert after == lines[3] + lines[4]
+    assert before == b"".join(lines[:3] + lines[5:])
+
+
+# ----------------------------------------------------------------------------- private lab
+def _lab(state: Path, *args: str, port_base: int | None = None) -> str:
+    env = {**os.environ, "LAB_STATE_DIR": str(state)}
+    if port_base is not None:
+        env["LAB_PORT_BASE"] = str(port_base)
+    return subprocess.run([str(PYTHON), "-m", "lab", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=180, check=True).stdout
+
+
+def _free_offset() -> int:
+    """A LAB_PORT_BASE offset (the lab accepts -10000..40000) whose MariaDB port is free now."""
+    for _attempt in range(50):
+        offset = random.randint(20000, 40000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", 13306 + offset))
+            except OSError:
+                continue
+        return offset
+    raise AssertionError("no free port for a private lab MariaDB")
+
+
+@pytest.fixture
+def private_mysql(tmp_path):
+    """A private lab MariaDB (its LAB_* values); stopped and its state removed with tmp_path afterwards."""
+    state = tmp_path / "lab"
+    _lab(state, "service", "mysql", "start", port_base=_free_offset())
+    env = {}
+    for line in _lab(state, "env").splitlines():
+        if line.startswith("export "):
+            key, value = line[len("export "):].split("=", 1)
+            env[key] = value.strip("'\"")
+    try:
+        yield state, env
+    finally:
+        _lab(state, "service", "mysql", "stop")
+
+
+def _run(params: my.ConnParams, *statements: str, db: str | None = None) -> list:
+    conn = my.connect(params, database=db)
+    try:
+        return [my.query_all(conn, s) for s in statements]
+    finally:
+        conn.close()
+
+
+def _table_state(params: my.ConnParams, db: str) -> dict[str, tuple[int, str]]:
+    """Every base table's (row count, content checksum), computed like the backup does."""
+    conn = my.connect(params, raw=True)
+    try:
+        specs, _views = mb.discover_tables(conn, [db])
+        out = {}
+        for spec in specs:
+            hasher = mb.RowHasher(spec.hash_mode)
+            mb.stream_table_rows(conn, mb.row_select_sql(spec), hasher.update)
+            out[spec.table] = (hasher.rows, hasher.hexdigest())
+        return out
+    finally:
+        conn.close()
+
+
+def _grants(params: my.ConnParams, account: str) -> list[str]:
+    return sorted(r[0] for r in _run(params, f"SHOW GRANTS FOR {account}")[0])
+
+
+def _corrupt_and_kill(datadir: Path, pid_file: Path) -> None:
+    """kill -9 the server, then overwrite the start of InnoDB's system tablespace and redo log."""
+    os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+    for name in ("ibdata1", "ib_logfile0"):
+        with open(datadir / name, "r+b") as f:
+            f.seek(0)
+            f.write(os.urandom(64 << 10))
+
+
+def _run_module(args: dict) -> dict:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    argv = [str(REPO / ".venv" / "bin" / "ansible"), "localhost", "-c", "local", "-m", "lifeboat.dr.mysql_restore",
+            "-a", json.dumps(args)]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False, cwd="/")
+    head, _sep, body = proc.stdout.partition(" => ")
+    assert body, f"no module result:\n{proc.stdout}\n{proc.stderr}"
+    result = json.loads(body)
+    assert "FAILED" not in head and not result.get("failed"), result.get("msg")
+    return result
+
+
+def test_corrupt_datadir_is_kept_aside_and_a_fresh_server_gets_data_users_and_grants_back(private_mysql, tmp_path):
+    state, env = private_mysql
+    admin = my.ConnParams.from_lab_env(env)
+    app_account = "'shopapp'@'127.0.0.1'"
+    _run(admin, "CREATE DATABASE shop")
+    _run(admin, "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40), price DECIMAL(8,2))",
+         "INSERT INTO items SELECT seq, CONCAT('item ', seq), seq / 7 FROM seq_1_to_500",
+         "CREATE TABLE notes (n TEXT)", "INSERT INTO notes VALUES ('a;\\nb'), (NULL)", db="shop")
+    _run(admin,
+         "CREATE ROLE shop_reader", "GRANT SELECT ON shop.* TO shop_reader",
+         f"CREATE USER {app_account} IDENTIFIED BY '{APP_PASSWORD}'",
+         f"GRANT INSERT, UPDATE ON shop.items TO {app_account}", f"GRANT shop_reader TO {app_account}",
+         f"SET DEFAULT ROLE shop_reader FOR {app_account}")
+    before = _table_state(admin, "shop")
+    grants_before = {a: _grants(admin, a) for a in (app_account, "shop_reader", "'lifeboat_admin'@'127.0.0.1'")}
+    key_file = tmp_path / "kek.key"
+    keys.create_key_file(key_file)
+    store = tmp_path / "store"
+    ring = keys.KeyRing.from_options(key_file=key_file)
+    backup = mb.run_backup(str(store), ring, my.ConnParams.from_lab_env(env, backup_user=True), databases=["shop"])
+    datadir = Path(env["LAB_MYSQL_DATADIR"])
+    _corrupt_and_kill(datadir, state / "run" / "mysql.pid")
+
+    result = _run_module({
+        "store": str(store), "key_file": str(key_file), "backup_id": backup["set_id"], "mode": "reinit_datadir",
+        "login_host": admin.host, "login_port": admin.port, "login_user": admin.user,
+        "login_password": admin.password, "service_manager": "lab", "service_name": "mysql",
+        "service_settings": {"repo_dir": str(REPO), "python": str(PYTHON), "env": {"LAB_STATE_DIR": str(state)}},
+        "datadir": str(datadir), "root_socket": env["LAB_MYSQL_SOCKET"], "start_timeout": 60})
+
+    kept = Path(result["broken_datadir_kept_at"])
+    assert kept.parent == datadir.parent and kept.name.startswith(datadir.name + ".lbbroken_")
+    assert (kept / "shop" / "items.ibd").exists(), "the broken datadir must be kept, not deleted"
+    assert (datadir / "mysql").is_dir() and not (datadir / "shop__lbrestore").exists()
+    assert _table_state(admin, "shop") == before
+    assert set(result["verified"]) == {"shop.items", "shop.notes"}
+    assert {a: _grants(admin, a) for a in grants_before} == grants_before
+    app = my.ConnParams(host=admin.host, port=admin.port, user="shopapp", password=APP_PASSWORD)
+    assert _run(app, "SELECT COUNT(*) FROM shop.items")[0][0][0] == 500
+    assert admin.password not in json.dumps(result) and APP_PASSWORD not in json.dumps(result)
