@@ -60,6 +60,7 @@ MARIA_SLAVE_CAPABILITY_MINE = 4
 INDEX_NAME = "index.json"
 ARCHIVE_DIR = "binlogs"
 COMPONENT = "binlog"
+BASE_COMPONENT = "mysql"      # the component of base backups (mysql_backup.COMPONENT)
 INDEX_FORMAT = 1
 
 
@@ -575,6 +576,37 @@ def _disk_head(path: Path) -> be.FileSummary:
     return summ.summary
 
 
+def newest_base_identity(store: Any) -> Optional[str]:
+    """The ``server_identity`` recorded in the newest published set holding a ``mysql``
+    component (its mysql component metadata), or None when there is no such set."""
+    newest = store.latest_set(component=BASE_COMPONENT)
+    if newest is None:
+        return None
+    return newest.component_metadata(BASE_COMPONENT).get("server_identity") or None
+
+
+def salvage_identity(store: Any, binlog_dir: Any) -> str:
+    """Which server the salvaged binlogs of ``binlog_dir`` belong to, when not given.
+
+    The only identity archived in the store; when nothing was archived yet, the
+    identity of the newest base backup (:func:`newest_base_identity`) -- a server that
+    died before its first archive run can still be salvaged and recovered (PITR
+    works on that identity). ConfigError ("give identity") when the store archives
+    several servers, or has neither archives nor a base backup naming one.
+    """
+    known = archived_identities(store)
+    if len(known) == 1:
+        return known[0]
+    from_base = newest_base_identity(store) if not known else None
+    if from_base:
+        LOG.info("binlog salvage of %s: nothing archived yet; identity %s from the newest base backup",
+                 binlog_dir, from_base)
+        return from_base
+    found = f"archived identities: {', '.join(known)}" if known else "nothing archived, no base backup names one"
+    raise ConfigError(f"cannot tell which server {binlog_dir} belongs to ({found})",
+                      hint="give identity (the server_identity of the server's base backup)")
+
+
 def salvage_from_files(binlog_dir: Any, store: Any, keyring: Any, *, identity: Optional[str] = None,
                        basename: Optional[str] = None, codec: Any = None, check_mode: bool = False,
                        progress: Any = None) -> dict[str, Any]:
@@ -583,15 +615,11 @@ def salvage_from_files(binlog_dir: Any, store: Any, keyring: Any, *, identity: O
     Reads ``<binlog_dir>/<base>.index``; closed files are shipped whole, the last
     (active) file up to its last complete event (``partial=True`` in the index; a later
     run replaces it by the whole file). Only reads the files. ``identity`` defaults to
-    the only identity archived in the store. Result as :func:`archive_binlogs`.
+    :func:`salvage_identity`. Result as :func:`archive_binlogs`.
     """
     files = binlog_files_on_disk(Path(binlog_dir), basename)
     if identity is None:
-        known = archived_identities(store)
-        if len(known) != 1:
-            raise ConfigError(f"cannot tell which server {binlog_dir} belongs to (archived identities: "
-                              f"{', '.join(known) or 'none'})", hint="give identity")
-        identity = known[0]
+        identity = salvage_identity(store, binlog_dir)
     present = [(p.name, p.stat().st_size) for p in files]
     by_name = {p.name: p for p in files}
     closed = {n for n, _pos in present[:-1]}

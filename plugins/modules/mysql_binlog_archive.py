@@ -52,7 +52,8 @@ options:
   identity:
     description:
       - Server identity the salvaged files belong to; default is the only identity archived
-        in the store.
+        in the store or, when nothing was archived yet, the C(server_identity) of the newest
+        base backup (set with a C(mysql) component) in the store.
     type: str
 attributes:
   check_mode:

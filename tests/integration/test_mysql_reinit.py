@@ -1,4 +1,4 @@
-"""``mysql_restore mode=reinit_datadir``: a MariaDB whose datadir no longer starts is brought back.
+"""Recovering a MariaDB that no longer starts: ``mysql_restore mode=reinit_datadir`` and binlog salvage.
 
 Runs on a PRIVATE lab MariaDB (own state folder and ports, started with
 ``python -m lab service mysql start``), never the shared one: the test kills its
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils import backupset, binlog, keys
 from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
 from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_backup as mb
+from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
 from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_restore import idempotent_users_sql, split_users_sql
 
 REPO = Path(__file__).resolve().parents[2]
@@ -186,3 +188,42 @@ def test_corrupt_datadir_is_kept_aside_and_a_fresh_server_gets_data_users_and_gr
     app = my.ConnParams(host=admin.host, port=admin.port, user="shopapp", password=APP_PASSWORD)
     assert _run(app, "SELECT COUNT(*) FROM shop.items")[0][0][0] == 500
     assert admin.password not in json.dumps(result) and APP_PASSWORD not in json.dumps(result)
+
+
+# ----------------------------------------------------------------------------- salvage identity
+def _binlog_copy(conn, datadir: str, into: Path) -> str:
+    """A copy of the lab server's active binlog (with its .index) standing in for a dead server's disk."""
+    into.mkdir()
+    name = my.query_all(conn, "SHOW BINARY LOGS")[-1][0]
+    shutil.copy(f"{datadir}/{name}", into / name)
+    (into / "mysql-bin.index").write_text(f"./{name}\n")
+    return name
+
+
+def test_salvage_before_any_archive_run_takes_the_identity_of_the_newest_base(private_mysql, tmp_path):
+    lab_env = private_mysql[1]
+    key_file = tmp_path / "kek.key"
+    keys.create_key_file(key_file)
+    ring = keys.KeyRing.from_options(key_file=key_file)
+    store = backupset.Store(tmp_path / "store")
+    admin = my.ConnParams.from_lab_env(lab_env)
+    db = f"lbsalv_{os.urandom(3).hex()}"
+    conn = my.connect(admin)
+    try:
+        my.execute(conn, f"CREATE DATABASE {db}")
+        my.execute(conn, f"CREATE TABLE {db}.t (v VARCHAR(20))")
+        identity = my.server_identity(conn)
+        _binlog_copy(conn, lab_env["LAB_MYSQL_DATADIR"], tmp_path / "early")
+        with pytest.raises(ConfigError, match="give identity"):
+            binlog.salvage_from_files(tmp_path / "early", store, ring)  # no archive, no base: cannot tell
+        base = mb.run_backup(str(store.root), ring, my.ConnParams.from_lab_env(lab_env, backup_user=True),
+                             databases=[db], include_users=False)
+        my.execute(conn, f"INSERT INTO {db}.t VALUES ('after-the-base')")
+        name = _binlog_copy(conn, lab_env["LAB_MYSQL_DATADIR"], tmp_path / "dead")
+        salvaged = binlog.salvage_from_files(tmp_path / "dead", store, ring)
+    finally:
+        my.execute(conn, f"DROP DATABASE IF EXISTS {db}")
+        conn.close()
+    assert salvaged["identity"] == base["server_identity"] == identity
+    assert [e["file"] for e in salvaged["archived"]] == [name] and salvaged["archived"][0]["salvaged"]
+    assert binlog.archived_identities(store) == [base["server_identity"]]
