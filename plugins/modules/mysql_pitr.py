@@ -84,6 +84,42 @@ options:
     description: Write the restore and the replayed events to the server's binary log.
     type: bool
     default: false
+  restore_mode:
+    description:
+      - How C(execute) restores the base (see M(lifeboat.dr.mysql_restore) O(lifeboat.dr.mysql_restore#module:mode)).
+      - C(in_place_swap) restores into the running server (live tables kept aside in C(<db>__lbprev_*)).
+      - C(reinit_datadir) is for a server that no longer starts, in ONE restore - stop the service, move
+        the datadir aside (kept as C(<datadir>.lbbroken_<time>)), initialise a fresh one, start it, restore
+        the base's accounts as OS root over O(root_socket), restore the base, replay. Needs
+        O(service_manager), O(datadir), O(root_socket). Salvage the dead server's binlogs first
+        (M(lifeboat.dr.mysql_binlog_archive) O(lifeboat.dr.mysql_binlog_archive#module:salvage_dir)).
+    type: str
+    choices: [in_place_swap, reinit_datadir]
+    default: in_place_swap
+  service_manager:
+    description: With O(restore_mode=reinit_datadir), what stops and starts the server (see M(lifeboat.dr.service)).
+    type: str
+    choices: [lab, systemd, docker, command]
+  service_name:
+    description: With O(restore_mode=reinit_datadir), the service name.
+    type: str
+    default: mysql
+  service_settings:
+    description:
+      - With O(restore_mode=reinit_datadir), the manager's settings as for M(lifeboat.dr.service)
+        (the roles pass C(lifeboat_service_settings)). No secrets here.
+    type: dict
+    default: {}
+  datadir:
+    description: With O(restore_mode=reinit_datadir), the server's data directory (moved aside, kept).
+    type: path
+  root_socket:
+    description: With O(restore_mode=reinit_datadir), the server's unix socket (root login of the fresh datadir).
+    type: path
+  start_timeout:
+    description: With O(restore_mode=reinit_datadir), seconds the fresh server may take to accept the root login.
+    type: float
+    default: 120
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -139,6 +175,12 @@ plan:
   description: The recovery plan (plan, execute).
   returned: mode is plan or execute
   type: dict
+restore:
+  description:
+    - The base restore's result (execute) - verified tables, C(kept_aside) schemas and, with
+      O(restore_mode=reinit_datadir), C(broken_datadir_kept_at) (where the old datadir was moved).
+  returned: mode is execute and not check mode
+  type: dict
 replay:
   description: Bytes replayed and seconds taken (execute).
   returned: mode is execute and not check mode
@@ -157,6 +199,9 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
 from ansible_collections.lifeboat.dr.plugins.module_utils.mysql import ConnParams
+from ansible_collections.lifeboat.dr.plugins.module_utils.service import get_service
+
+RESTORE_MODES = ("in_place_swap", "reinit_datadir")
 
 TARGETS = ("target_time", "target_position", "target_gtid", "before", "latest")
 
@@ -171,7 +216,31 @@ def argument_spec():
         pattern=dict(type="str"), start=dict(type="str"), end=dict(type="str"),
         databases=dict(type="list", elements="str"),
         log_replayed=dict(type="bool", default=False),
+        restore_mode=dict(type="str", default="in_place_swap", choices=list(RESTORE_MODES)),
+        service_manager=dict(type="str", choices=["lab", "systemd", "docker", "command"]),
+        service_name=dict(type="str", default="mysql"),
+        service_settings=dict(type="dict", default={}),
+        datadir=dict(type="path"),
+        root_socket=dict(type="path"),
+        start_timeout=dict(type="float", default=120.0),
     ))
+
+
+def restore_kwargs_from_params(p):
+    """Extra keyword arguments of the base restore (restore_mysql_from) for the chosen restore_mode.
+
+    ConfigError (before anything is changed) when reinit_datadir lacks its settings.
+    """
+    if p["restore_mode"] != "reinit_datadir":
+        return {"mode": p["restore_mode"]}
+    missing = [k for k in ("service_manager", "datadir", "root_socket") if not p[k]]
+    if missing:
+        raise ConfigError(f"restore_mode reinit_datadir needs {', '.join(missing)}",
+                          hint="the roles pass lifeboat_service_manager/_settings, lifeboat_mysql_datadir and "
+                               "lifeboat_mysql_socket")
+    service = get_service(p["service_manager"], p["service_name"], **(p["service_settings"] or {}))
+    return {"mode": "reinit_datadir", "service": service, "datadir": p["datadir"], "root_socket": p["root_socket"],
+            "start_timeout_s": p["start_timeout"]}
 
 
 def target_from_params(p):
@@ -205,13 +274,14 @@ def run(module):
     target = target_from_params(p)
     if isinstance(target, dict) and target.get("before"):
         target = pitr.resolve_before_target(store, keyring, target, p["identity"])
+    restore_kwargs = restore_kwargs_from_params(p) if mode == "execute" else {}
     if mode == "plan" or module.check_mode:
         return dict(changed=mode == "execute",
                     plan=pitr.plan(store, keyring, target, identity=p["identity"], databases=p["databases"]))
     return oplog.run_recorded(p["store"], "pitr", lambda handle: pitr.execute(
         store, keyring, target, ConnParams.from_module_params(p), identity=p["identity"], databases=p["databases"],
-        log_replayed=p["log_replayed"]), describe=oplog.pitr_fields, components=["mysql"], identity=p["identity"],
-        target=str(target))
+        log_replayed=p["log_replayed"], restore_kwargs=restore_kwargs), describe=oplog.pitr_fields,
+        components=["mysql"], identity=p["identity"], target=str(target), restore_mode=p["restore_mode"])
 
 
 def main():

@@ -136,9 +136,9 @@ def _corrupt_and_kill(datadir: Path, pid_file: Path) -> None:
             f.write(os.urandom(64 << 10))
 
 
-def _run_module(args: dict) -> dict:
+def _run_module(name: str, args: dict) -> dict:
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    argv = [str(REPO / ".venv" / "bin" / "ansible"), "localhost", "-c", "local", "-m", "lifeboat.dr.mysql_restore",
+    argv = [str(REPO / ".venv" / "bin" / "ansible"), "localhost", "-c", "local", "-m", f"lifeboat.dr.{name}",
             "-a", json.dumps(args)]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False, cwd="/")
     head, _sep, body = proc.stdout.partition(" => ")
@@ -171,7 +171,7 @@ def test_corrupt_datadir_is_kept_aside_and_a_fresh_server_gets_data_users_and_gr
     datadir = Path(env["LAB_MYSQL_DATADIR"])
     _corrupt_and_kill(datadir, state / "run" / "mysql.pid")
 
-    result = _run_module({
+    result = _run_module("mysql_restore", {
         "store": str(store), "key_file": str(key_file), "backup_id": backup["set_id"], "mode": "reinit_datadir",
         "login_host": admin.host, "login_port": admin.port, "login_user": admin.user,
         "login_password": admin.password, "service_manager": "lab", "service_name": "mysql",
@@ -227,3 +227,33 @@ def test_salvage_before_any_archive_run_takes_the_identity_of_the_newest_base(pr
     assert salvaged["identity"] == base["server_identity"] == identity
     assert [e["file"] for e in salvaged["archived"]] == [name] and salvaged["archived"][0]["salvaged"]
     assert binlog.archived_identities(store) == [base["server_identity"]]
+
+
+def test_pitr_into_a_fresh_server_is_one_restore_then_the_replay(private_mysql, tmp_path):
+    """Dead server: salvage its binlogs, then mysql_pitr execute restore_mode=reinit_datadir target latest."""
+    state, env = private_mysql
+    admin = my.ConnParams.from_lab_env(env)
+    _run(admin, "CREATE DATABASE shop")
+    _run(admin, "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))", "INSERT INTO t VALUES (1, 'in-the-base')",
+         db="shop")
+    key_file = tmp_path / "kek.key"
+    keys.create_key_file(key_file)
+    ring = keys.KeyRing.from_options(key_file=key_file)
+    store = tmp_path / "store"
+    mb.run_backup(str(store), ring, my.ConnParams.from_lab_env(env, backup_user=True), databases=["shop"])
+    _run(admin, "INSERT INTO t VALUES (2, 'after-the-base')", "UPDATE t SET v = 'changed' WHERE id = 1", db="shop")
+    expected = _table_state(admin, "shop")
+    datadir = Path(env["LAB_MYSQL_DATADIR"])
+    _corrupt_and_kill(datadir, state / "run" / "mysql.pid")
+    salvaged = binlog.salvage_from_files(datadir, backupset.Store(store), ring)
+    assert salvaged["archived"]
+
+    result = _run_module("mysql_pitr", {
+        "mode": "execute", "latest": True, "store": str(store), "key_file": str(key_file),
+        "login_host": admin.host, "login_port": admin.port, "login_user": admin.user,
+        "login_password": admin.password, "restore_mode": "reinit_datadir", "service_manager": "lab",
+        "service_settings": {"repo_dir": str(REPO), "python": str(PYTHON), "env": {"LAB_STATE_DIR": str(state)}},
+        "datadir": str(datadir), "root_socket": env["LAB_MYSQL_SOCKET"], "start_timeout": 60})
+
+    assert Path(result["restore"]["broken_datadir_kept_at"]).name.startswith(datadir.name + ".lbbroken_")
+    assert _table_state(admin, "shop") == expected
