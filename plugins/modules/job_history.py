@@ -30,7 +30,7 @@ options:
   kind:
     description: Only records of this kind.
     type: str
-    choices: [backup, verify, restore, pitr, prune, drill, binlog_archive]
+    choices: [backup, verify, restore, pitr, prune, drill, binlog_archive, key_rotation]
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.

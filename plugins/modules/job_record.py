@@ -37,7 +37,7 @@ options:
   kind:
     description: What kind of job (needed unless O(id) names a started job).
     type: str
-    choices: [backup, verify, restore, pitr, prune, drill, binlog_archive]
+    choices: [backup, verify, restore, pitr, prune, drill, binlog_archive, key_rotation]
   result:
     description: Outcome, for O(state=finished).
     type: str
