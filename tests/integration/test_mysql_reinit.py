@@ -64,7 +64,8 @@ def test_table_and_routine_grants_are_run_after_the_data_everything_else_before(
 
 # ----------------------------------------------------------------------------- private lab
 def _lab(state: Path, *args: str, port_base: int | None = None) -> str:
-    env = {**os.environ, "LAB_STATE_DIR": str(state)}
+    env = {k: v for k, v in os.environ.items() if k != "LAB_PORT_BASE"}  # the state folder records it
+    env["LAB_STATE_DIR"] = str(state)
     if port_base is not None:
         env["LAB_PORT_BASE"] = str(port_base)
     return subprocess.run([str(PYTHON), "-m", "lab", *args], cwd=REPO, env=env, capture_output=True, text=True,
@@ -88,8 +89,9 @@ def _free_offset() -> int:
 def private_mysql(tmp_path):
     """A private lab MariaDB (its LAB_* values); stopped and its state removed with tmp_path afterwards."""
     state = tmp_path / "lab"
-    _lab(state, "service", "mysql", "start", port_base=_free_offset())
-    env = {}
+    offset = _free_offset()
+    _lab(state, "service", "mysql", "start", port_base=offset)
+    env = {"LAB_PORT_BASE": str(offset)}
     for line in _lab(state, "env").splitlines():
         if line.startswith("export "):
             key, value = line[len("export "):].split("=", 1)
@@ -98,6 +100,11 @@ def private_mysql(tmp_path):
         yield state, env
     finally:
         _lab(state, "service", "mysql", "stop")
+
+
+def _lab_env_of(state: Path, env: dict) -> dict:
+    """The environment the lab service manager needs for the private lab (whatever the caller's LAB_*)."""
+    return {"LAB_STATE_DIR": str(state), "LAB_PORT_BASE": env["LAB_PORT_BASE"]}
 
 
 def _run(params: my.ConnParams, *statements: str, db: str | None = None) -> list:
@@ -175,7 +182,7 @@ def test_corrupt_datadir_is_kept_aside_and_a_fresh_server_gets_data_users_and_gr
         "store": str(store), "key_file": str(key_file), "backup_id": backup["set_id"], "mode": "reinit_datadir",
         "login_host": admin.host, "login_port": admin.port, "login_user": admin.user,
         "login_password": admin.password, "service_manager": "lab", "service_name": "mysql",
-        "service_settings": {"repo_dir": str(REPO), "python": str(PYTHON), "env": {"LAB_STATE_DIR": str(state)}},
+        "service_settings": {"repo_dir": str(REPO), "python": str(PYTHON), "env": _lab_env_of(state, env)},
         "datadir": str(datadir), "root_socket": env["LAB_MYSQL_SOCKET"], "start_timeout": 60})
 
     kept = Path(result["broken_datadir_kept_at"])
@@ -252,7 +259,7 @@ def test_pitr_into_a_fresh_server_is_one_restore_then_the_replay(private_mysql, 
         "mode": "execute", "latest": True, "store": str(store), "key_file": str(key_file),
         "login_host": admin.host, "login_port": admin.port, "login_user": admin.user,
         "login_password": admin.password, "restore_mode": "reinit_datadir", "service_manager": "lab",
-        "service_settings": {"repo_dir": str(REPO), "python": str(PYTHON), "env": {"LAB_STATE_DIR": str(state)}},
+        "service_settings": {"repo_dir": str(REPO), "python": str(PYTHON), "env": _lab_env_of(state, env)},
         "datadir": str(datadir), "root_socket": env["LAB_MYSQL_SOCKET"], "start_timeout": 60})
 
     assert Path(result["restore"]["broken_datadir_kept_at"]).name.startswith(datadir.name + ".lbbroken_")
