@@ -832,7 +832,7 @@ def reinit_datadir(datadir: str, service: Any, *, install_db: str = "mariadb-ins
         service.stop()
     except LifeboatError as err:
         log.warning("stopping the MySQL service failed (%s); continuing, the datadir is moved aside", err)
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S")  # noqa: UP017
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")  # noqa: UP017 (as fresh_server.yml)
     aside = path.with_name(f"{path.name}.lbbroken_{stamp}")
     owner = path.stat().st_uid if path.exists() else os.getuid()
     if path.exists():
