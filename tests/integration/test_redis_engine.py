@@ -366,7 +366,8 @@ REPO_DIR = Path(__file__).resolve().parents[2]
 
 
 def _lab_cmd(state_dir: Path, *args: str, port_base: int | None = None) -> str:
-    env = {**os.environ, "LAB_STATE_DIR": str(state_dir)}
+    env = {key: value for key, value in os.environ.items() if key != "LAB_PORT_BASE"}
+    env["LAB_STATE_DIR"] = str(state_dir)
     if port_base is not None:
         env["LAB_PORT_BASE"] = str(port_base)
     out = subprocess.run([str(REPO_DIR / ".venv" / "bin" / "python"), "-m", "lab", *args], cwd=REPO_DIR, env=env,

@@ -73,8 +73,9 @@ def test_restore_pulls_the_set_from_the_offsite_copy_when_the_local_store_is_gon
         r.delete(key)
         app_file.unlink()
 
-        out = ok(run_playbook("restore", {"lifeboat_store": str(store), "components": "redis,app",
-                                              "lifeboat_offsite_target": str(recovery_offsite)}))
+        restore_vars = {"lifeboat_store": str(store), "components": "redis,app",
+                        "lifeboat_offsite_target": str(recovery_offsite)}
+        out = ok(run_playbook("restore", restore_vars))
         assert f"FROM OFFSITE: set {set_id} pulled from the off-site copy" in out
         assert r.get(key) == token.encode()
         assert app_file.read_text() == token
