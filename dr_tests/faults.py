@@ -89,9 +89,11 @@ class CorruptMysqlDatadir(Fault):
 
     def inject(self) -> str:
         datadir = Path(self.inv.var("mysql", "lifeboat_mysql_datadir"))
-        if self.inv.var("mysql", "ansible_connection", "local") != "local":
+        if (self.inv.var("mysql", "ansible_connection", "local") != "local"
+                and self.inv.var("mysql", "lifeboat_drill_shared_fs") is not True):
             raise NotDrillable("corrupt_mysql_datadir damages files on this machine: the mysql host "
-                               "must use ansible_connection: local")
+                               "must use ansible_connection: local, or share this machine's file system "
+                               "(lifeboat_drill_shared_fs: true, as the multi-host lab does)")
         damaged = []
         for path in [datadir / "ibdata1", datadir / "ib_logfile0", *sorted((datadir / "demo").glob("*.ibd"))]:
             if path.exists():
