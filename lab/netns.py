@@ -223,11 +223,60 @@ def network_up() -> None:
         ensure_host_network(host)
 
 
+def kill_namespace_processes(ns: str, grace_s: float = 10.0) -> list[int]:
+    """Stop every process still inside namespace ``ns`` (SIGTERM, SIGKILL after ``grace_s``).
+
+    Deleting a namespace does not stop its processes: they would live on in an orphaned
+    network namespace, unreachable, while their pid files make them look running.
+    """
+    result = ip("netns", "pids", ns, check=False)
+    pids = [int(word) for word in result.stdout.split() if word.isdigit()] if result.returncode == 0 else []
+    for sig in (15, 9):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + (grace_s if sig == 15 else 2.0)
+        while time.monotonic() < deadline and any(procs.process_alive(pid) for pid in pids):
+            time.sleep(0.1)
+    if pids:
+        log.info("namespace %s: stopped %d leftover process(es)", ns, len(pids))
+    return pids
+
+
+def evict_stray_processes(root: Path) -> list[int]:
+    """Kill lab processes (by pid file) that run outside their host's current namespace.
+
+    A process left in a deleted namespace answers nowhere; ``up`` must restart it instead of
+    taking its pid file for a running service.
+    """
+    evicted = []
+    for pid_file in sorted((root / "run").glob("*.pid")):
+        host = pid_file.name.split(".")[0].removeprefix("sshd_")
+        pid = procs.read_pid(pid_file)
+        if host not in HOSTS or pid is None or not procs.process_alive(pid):
+            continue
+        try:
+            current = os.stat(f"/proc/{pid}/ns/net").st_ino
+            expected = os.stat(f"/run/netns/{namespace(host)}").st_ino
+        except OSError:
+            continue
+        if current != expected:
+            os.kill(pid, 9)
+            pid_file.unlink(missing_ok=True)
+            evicted.append(pid)
+            log.warning("%s: pid %d ran in a stale network namespace; stopped it", pid_file.name, pid)
+    return evicted
+
+
 def network_down() -> None:
-    """Remove namespaces (their veths go with them), the bridge, then the guard route."""
+    """Stop what still runs in the namespaces, remove them (their veths go with them), the bridge,
+    then the guard route."""
     for host in HOSTS:
         ns = namespace(host)
         if ns in namespaces():
+            kill_namespace_processes(ns)
             ip("netns", "del", ns)
         if link_exists(veth(host)):
             ip("link", "del", veth(host))
@@ -334,6 +383,7 @@ def up(state: str | os.PathLike | None = None, seed_rows: int | None = None) -> 
     network_up()
     ensure_layout(root)
     (root / "run").mkdir(mode=0o700, parents=True, exist_ok=True)
+    evict_stray_processes(root)
     ensure_ssh_keys(root)
     for host in HOSTS:
         start_sshd(root, host)

@@ -50,6 +50,15 @@ def process_matches(pid: int, marker: str) -> bool:
     return state not in ("Z", "X") and marker in cmdline
 
 
+def process_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie (whatever its command line says)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
 def read_pid(pid_file: Path) -> int | None:
     """The pid stored in ``pid_file``, or None (missing or unreadable file)."""
     try:
@@ -102,12 +111,18 @@ def log_tail(log_file: Path, lines: int = 15) -> str:
 
 def wait_until(check, what: str, timeout_s: float, pid: int, marker: str, log_file: Path,
                interval_s: float = 0.1) -> None:
-    """Poll ``check()`` until true; fail early if the process dies, or after ``timeout_s`` seconds."""
+    """Poll ``check()`` until true; fail early if the process dies, or after ``timeout_s`` seconds.
+
+    ``marker`` is kept for callers; liveness alone decides during start-up (see below).
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         if check():
             return
-        if not process_matches(pid, marker):
+        # Seconds after we spawned it, the pid is still that process (no reuse that fast): judge
+        # it by liveness. Its command line can be briefly unreadable while it retitles itself
+        # (sshd, redis-server), which made a marker check report a live process as dead.
+        if not process_alive(pid):
             raise LifeboatError(f"{what}: the process exited during start-up",
                                 hint=f"see {log_file}; last lines:\n{log_tail(log_file)}")
         if time.monotonic() > deadline:
