@@ -98,12 +98,12 @@ def run_tar_zstd(tree: Path, out: Path) -> tuple[float, float]:
     return time.perf_counter() - start, _children_cpu() - cpu
 
 
-def run_lifeboat(tree: Path, store: Path, keyring: KeyRing) -> tuple[float, float, int]:
-    """(wall s, CPU s of this process's threads, stored bytes)."""
+def run_lifeboat(tree: Path, store: Path, keyring: KeyRing, threads: int = 0) -> tuple[float, float, int]:
+    """(wall s, CPU s of this process's threads, stored bytes); ``threads`` = zstd worker threads."""
     shutil.rmtree(store, ignore_errors=True)
     cpu = time.process_time()
     start = time.perf_counter()
-    result = fe.run_files_backup(str(store), keyring, {"tree": str(tree)}, codec=Codec("zstd", 3),
+    result = fe.run_files_backup(str(store), keyring, {"tree": str(tree)}, codec=Codec("zstd", 3, threads),
                                  quick_verify=False)
     return time.perf_counter() - start, time.process_time() - cpu, result["stored_bytes"]
 
@@ -119,6 +119,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs per side; the median is reported")
     ap.add_argument("--workdir", default=None, help="where to build the tree (default: a temp dir)")
     ap.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="Lifeboat's zstd worker threads (the module option compression_threads; default 0)")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lb-bench-files-"))
     tree, store, out = work / "tree", work / "store", work / "out.tar.zst"
@@ -137,13 +139,14 @@ def main() -> int:
             wall, cpu = run_tar_zstd(tree, out)
             tar_times.append(wall)
             tar_cpu.append(cpu)
-            wall, cpu, stored = run_lifeboat(tree, store, keyring)
+            wall, cpu, stored = run_lifeboat(tree, store, keyring, args.threads)
             lb_times.append(wall)
             lb_cpu.append(cpu)
         tar_med, lb_med = statistics.median(tar_times), statistics.median(lb_times)
         paired = statistics.median(t / lb for t, lb in zip(tar_times, lb_times, strict=True))
         result = {
             "size_mb": args.size, "files": counts["files"], "runs": args.runs, "cpus": os.cpu_count(),
+            "compression_threads": args.threads,
             "conditions": {"before": before, "after": conditions()},
             "tar_zstd_s": round(tar_med, 3), "lifeboat_s": round(lb_med, 3),
             "tar_zstd_mb_s": round(args.size / tar_med, 1), "lifeboat_mb_s": round(args.size / lb_med, 1),

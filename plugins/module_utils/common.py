@@ -44,6 +44,7 @@ def store_argument_spec() -> dict[str, Any]:
         transit_key=dict(type="str", no_log=False),
         compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
         compression_level=dict(type="int"),
+        compression_threads=dict(type="int", default=0),
     )
 
 
@@ -112,7 +113,14 @@ def codec_from_params(params: dict[str, Any]) -> Any:
     (``zstd`` when unset; level ``None`` = the codec's default)."""
     from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
 
-    return Codec(params.get("compression") or "zstd", params.get("compression_level"))
+    algorithm = params.get("compression") or "zstd"
+    threads = int(params.get("compression_threads") or 0) if algorithm == "zstd" else 0
+    if threads < 0:
+        from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
+
+        raise ConfigError(f"compression_threads must be 0 or more, not {threads}",
+                          hint="use 0 (compress in the pipeline thread) or e.g. 2")
+    return Codec(algorithm, params.get("compression_level"), threads)
 
 
 def merge_specs(*specs: dict[str, Any]) -> dict[str, Any]:
