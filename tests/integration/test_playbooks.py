@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import pymysql
-import pytest
 import redis
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
@@ -162,7 +161,6 @@ def test_backup_wipe_restore_gives_back_equal_data_and_a_healthy_app(lab_env):
     assert stack_state(lab_env) == expected
 
 
-@pytest.mark.slow
 def test_failed_health_gate_rolls_back_and_leaves_the_old_data_running(lab_env):
     old_set = backup(lab_env, "-e", "components=redis,app")
     marker = f"after-backup-{time.time_ns()}"
