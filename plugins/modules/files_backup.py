@@ -26,6 +26,7 @@ author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
   - lifeboat.dr.store
+  - lifeboat.dr.set_member
 options:
   paths:
     description:
@@ -54,13 +55,6 @@ options:
     type: str
     default: app
     choices: [app, full]
-  set_id:
-    description:
-      - Write the component into this open multi-component set (opened by M(lifeboat.dr.backup_set))
-        instead of creating and publishing a set of its own; M(lifeboat.dr.backup_set) publishes it.
-      - Connection-level failures are retried (3 attempts, exponential backoff); the component's
-        earlier files are discarded first.
-    type: str
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.

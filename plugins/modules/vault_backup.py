@@ -25,6 +25,7 @@ author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
   - lifeboat.dr.store
+  - lifeboat.dr.set_member
   - lifeboat.dr.vault
 options:
   set_type:
@@ -33,13 +34,6 @@ options:
     type: str
     default: vault
     choices: [vault, full]
-  set_id:
-    description:
-      - Write the component into this open multi-component set (opened by M(lifeboat.dr.backup_set))
-        instead of creating and publishing a set of its own; M(lifeboat.dr.backup_set) publishes it.
-      - Connection-level failures are retried (3 attempts, exponential backoff); the component's
-        earlier files are discarded first.
-    type: str
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
