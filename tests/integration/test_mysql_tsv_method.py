@@ -30,6 +30,9 @@ ODD_SQL = [
     "CREATE TABLE nokey (msg VARCHAR(10), n INT)",
     "INSERT INTO nokey VALUES ('dup', 1), ('dup', 1), (NULL, NULL)",
     "CREATE TABLE empty_t (id INT PRIMARY KEY)",
+    # identifiers outside ASCII: the client escapes bytes, the server still parses the SQL as utf8mb4
+    "CREATE TABLE `tëst_表` (`ñ` VARCHAR(20) PRIMARY KEY, `值` INT)",
+    "INSERT INTO `tëst_表` VALUES ('é\\t', 1), ('日本', NULL)",
 ]
 
 
@@ -83,11 +86,11 @@ def test_tsv_backup_restores_every_value_exactly(admin, odd, tmp_path, keyring, 
     assert sql(admin, "SELECT z FROM odd WHERE id = 1", db=odd)[0] == [(0,)]
     result = mb.run_backup(str(tmp_path / "store"), keyring, admin, databases=[odd], parallel=parallel,
                            include_users=False, method="tsv")
-    assert result["methods"] == {"native": 0, "tsv": 3} and result["rows"] == 6
+    assert result["methods"] == {"native": 0, "tsv": 4} and result["rows"] == 8
     bset = backupset.Store(tmp_path / "store").open_set(result["set_id"])
     meta = bset.read_json("mysql", "mysql_backup_metadata.json")
     assert meta["format"] == mb.TSV_METADATA_FORMAT
-    assert {t["table"]: t["rows"] for t in meta["tables"]} == {"odd": 3, "nokey": 3, "empty_t": 0}
+    assert {t["table"]: t["rows"] for t in meta["tables"]} == {"odd": 3, "nokey": 3, "empty_t": 0, "tëst_表": 2}
     for table in meta["tables"]:  # the recorded checksum is recomputable from the artifact alone
         with bset.open_artifact("mysql", table["artifact"], keyring) as reader:
             assert mb.recompute_from_artifact(reader, table) == {"rows": table["rows"], "checksum": table["checksum"]}

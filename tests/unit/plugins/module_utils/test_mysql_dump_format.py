@@ -6,6 +6,7 @@ import io
 
 import pytest
 
+from ansible_collections.lifeboat.dr.plugins.module_utils import backupset
 from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_backup as mb
 from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_restore as mr
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError, NotFound, RestoreFailed
@@ -50,6 +51,18 @@ def test_artifact_names_are_flat_and_safe_for_any_identifier():
     assert mb.data_artifact_name("shop", "orders") == "data.shop.orders.sql.zst.enc"
     name = mb.data_artifact_name("we.ird/db", "t ä")
     assert "/" not in name and " " not in name and name.count(".") == 5
+
+
+@pytest.mark.parametrize("db, table", [("shop", "tëst"), ("we.ird/db", "t ä"), ("日本", "表" * 64),
+                                       ("a" * 64, "b" * 64), ("x", "+2B"), ("x", "%41")])
+def test_artifact_names_of_any_identifier_are_valid_set_member_names(db, table):
+    for name in (mb.data_artifact_name(db, table), mb.tsv_artifact_name(db, table)):
+        assert backupset._check_relative(name, "artifact name") == [name]
+
+
+def test_artifact_names_stay_distinct_for_distinct_identifiers():
+    tables = ["+", "+2B", "%2B", "a b", "a+20b", "表" * 64, "表" * 63 + "x", "t" * 64, "t" * 63 + "u"]
+    assert len({mb.tsv_artifact_name("db", t) for t in tables}) == len(tables)
 
 
 def test_schema_blocks_survive_a_render_parse_round_trip_including_compound_bodies():
