@@ -417,27 +417,45 @@ def force_restore(conn: VaultConnection, snapshot_path: Path) -> None:
 
 
 #: Seconds a server may take after a force-restore before it reloads its keyring
-#: ("post snapshot restore invalidations", about 5 s in OpenBao 2.x) and, when the
+#: ("post snapshot restore invalidations", 5 s after the restore in OpenBao 2.x) and, when the
 #: snapshot's unseal keys differ from the running ones, seals itself.
 SETTLE_S = 12.0
+#: A status call that takes this long (seconds) was held by the post-restore invalidations.
+BLOCKED_CALL_S = 1.0
+#: Seconds to keep watching after such a held call returned: the self-seal, when it comes,
+#: shows within ~0.3 s of the invalidations' end.
+CONFIRM_S = 2.0
 
 
 def settle_after_restore(conn: VaultConnection, unseal_keys_file: Optional[str], *,
                          settle_s: float = SETTLE_S, timeout_s: float = 60.0) -> dict[str, Any]:
-    """After a force-restore: watch the server for ``settle_s`` seconds; unseal it with the
-    escrowed keys if it sealed itself; wait until it is unsealed and active.
+    """After a force-restore: watch the server until it has reloaded its keyring; unseal it with
+    the escrowed keys if it sealed itself; wait until it is unsealed and active.
 
-    Returns ``{"unsealed_by_lifeboat": bool, "health": {...}}``. Raises
-    :class:`RestoreFailed` when it sealed and no keys file was given.
+    The server holds status calls while it runs its post-restore invalidations: once a
+    call was held (>= :data:`BLOCKED_CALL_S`) and the server stayed unsealed for
+    :data:`CONFIRM_S` after it, the reload is over. Without such a sign the watch lasts
+    the full ``settle_s`` seconds. Returns ``{"unsealed_by_lifeboat": bool, "health":
+    {...}, "settled_s": float}``. Raises :class:`RestoreFailed` when it sealed and no keys
+    file was given.
     """
-    deadline = time.monotonic() + settle_s
+    started = time.monotonic()
+    deadline = started + settle_s
+    confirmed_at: Optional[float] = None
     sealed = False
     while time.monotonic() < deadline and not sealed:
+        asked = time.monotonic()
         try:
             sealed = bool(conn.seal_status().get("sealed"))
         except LifeboatError:
             pass  # 500/503 while the server reloads
-        time.sleep(0.25)
+        answered = time.monotonic()
+        if answered - asked >= BLOCKED_CALL_S:
+            confirmed_at = answered + CONFIRM_S
+        if confirmed_at is not None and answered >= confirmed_at and not sealed:
+            break
+        if not sealed:
+            time.sleep(0.25)
     if sealed:
         if not unseal_keys_file:
             raise RestoreFailed(f"{conn.url} sealed itself after the restore (its unseal keys are now those "
@@ -446,7 +464,7 @@ def settle_after_restore(conn: VaultConnection, unseal_keys_file: Optional[str],
                                      "(unseal_keys_file / lifeboat_vault_unseal_keys_file)")
         unseal(conn, read_unseal_keys(unseal_keys_file), timeout_s=timeout_s)
     health = wait_ready(conn, timeout_s=timeout_s)
-    return {"unsealed_by_lifeboat": sealed,
+    return {"unsealed_by_lifeboat": sealed, "settled_s": round(time.monotonic() - started, 2),
             "health": {k: health.get(k) for k in ("initialized", "sealed", "standby", "version",
                                                   "cluster_id", "cluster_name")}}
 
