@@ -9,7 +9,7 @@ import sys
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import LifeboatError
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_logger
-from lab import seed, services
+from lab import services
 from lab.envinfo import env, export_lines
 from lab.layout import load_layout
 
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sub.add_parser("env", help="print export lines of the LAB_* variables (contains secrets)")
     sd = sub.add_parser("seed", help="(re)seed the demo data (idempotent)")
-    sd.add_argument("--rows", type=int, default=seed.DEFAULT_ROWS, help="number of customers (orders: twice)")
+    sd.add_argument("--rows", type=int, default=None, help="number of customers (orders: twice; default 2000)")
     sv = sub.add_parser("service", help="act on one service")
     sv.add_argument("name", choices=services.SERVICES)
     sv.add_argument("action", choices=["start", "stop", "restart", "status"])
@@ -115,9 +115,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "env":
         sys.stdout.write(export_lines(env()))
     elif args.command == "seed":
+        from lab import seed  # imports the demo app: only when seeding
+
         layout = load_layout()
         with services.locked(layout):
-            seed.seed(layout, rows=args.rows)
+            seed.seed(layout, rows=args.rows if args.rows is not None else seed.DEFAULT_ROWS)
     elif args.command == "service":
         action = getattr(services, args.action)
         result = action(args.name)

@@ -36,7 +36,9 @@ options:
   databases:
     description:
       - Databases to back up. Default is every database except C(mysql),
-        C(information_schema), C(performance_schema) and C(sys).
+        C(information_schema), C(performance_schema) and C(sys), and except the schemas
+        Lifeboat's own restores leave behind (C(<db>__lbprev_<time>) kept-aside copies and
+        C(<db>__lbrestore) staging schemas); name one here to back it up anyway.
       - A name that does not exist fails the task.
     type: list
     elements: str

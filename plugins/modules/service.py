@@ -223,7 +223,8 @@ def reach_state(module):
     elif changed and state == "stopped":
         service.stop()
     result["waited_s"] = round(wait_until_settled(params), 3)
-    result["running"] = service.is_running()
+    # asked again only after an action; a service already in its state is reported as found
+    result["running"] = service.is_running() if changed or state == "restarted" else was_running
     return result
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.request
@@ -235,3 +236,20 @@ def test_full_verify_marks_a_good_set_verified_and_a_tampered_set_failed_naming_
     last = proc.stdout[proc.stdout.rindex("fatal:"):]
     assert artifact["path"] in last and bad in last
     assert next(s for s in store.list_sets() if s.set_id == bad).status == "failed"
+
+
+def test_a_vault_restore_failing_in_the_background_fails_the_restore_naming_vault_and_why(lab_env):
+    backup(lab_env, "-e", "components=vault")
+    # the token the force-restore uses is refused: the module fails inside its background job
+    proc = run_playbook("restore", "-e", "components=vault", "-e", "lifeboat_restore_safety_copy=false",
+                        "-e", "lifeboat_vault_restore_token=not-a-token")
+
+    assert proc.returncode != 0
+    assert "started in the background" in proc.stdout  # the failure came through async_status
+    final = proc.stdout[proc.stdout.rindex("fatal:"):]
+    assert "vault" in final and "step restore" in final
+    assert "not-a-token" not in proc.stdout + proc.stderr
+    job = re.search(r'"ansible_job_id": "([^"]+)"', proc.stdout).group(1)
+    assert not (Path.home() / ".ansible_async" / job).exists()  # its result file was cleaned up
+    health = json.loads(urllib.request.urlopen(lab_env["LAB_VAULT_ADDR"] + "/v1/sys/health", timeout=5).read())
+    assert health["sealed"] is False and health["standby"] is False  # nothing was restored

@@ -180,3 +180,19 @@ def test_secondary_keys_are_deferred_only_for_tables_without_foreign_keys():
     with_fk = ddl.replace("KEY `ie` (`e`,`id`)",
                           "KEY `ie` (`e`,`id`),\n  CONSTRAINT `f` FOREIGN KEY (`e`) REFERENCES `x` (`e`)")
     assert mr.split_secondary_keys(with_fk) == (with_fk, [])
+
+
+@pytest.mark.parametrize("name", [mr.prev_name("shop", "20261125T154640"), mr.prev_name("shop", "20261125T154640_2"),
+                                  mr.prev_name("x" * 64, "20261125T154640"), mr.staging_name("shop"),
+                                  mr.staging_name("y" * 64)])
+def test_the_schemas_restores_leave_behind_are_recognised(name):
+    assert mb.LIFEBOAT_SCHEMA_RE.search(name)
+
+
+def test_a_backup_of_all_databases_leaves_out_kept_aside_and_staging_schemas(monkeypatch):
+    names = ["shop", "mysql", "information_schema", "shop__lbprev_20261125T154640", "shop__lbrestore",
+             "notes__lbprev", "lbprev_archive"]
+    monkeypatch.setattr(mb.my, "query_all", lambda conn, sql: [(n,) for n in names])
+    assert mb.list_databases(object()) == ["shop", "notes__lbprev", "lbprev_archive"]
+    # named explicitly, a kept-aside schema is backed up like any other
+    assert mb.list_databases(object(), ["shop__lbprev_20261125T154640"]) == ["shop__lbprev_20261125T154640"]
