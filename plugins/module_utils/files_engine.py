@@ -193,15 +193,20 @@ def _scan_dir(root: Path, prefix: str, path_filter: PathFilter) -> Iterator[tupl
 class _BlockAssembler:
     """Assembles the tar stream in aligned ``size``-byte blocks handed to ``out`` as ``bytes``.
 
-    File content is read straight into the block buffer (:meth:`fill_from`), so each
-    byte is copied once from the kernel and once into the ``bytes`` handed on; the
-    pipeline takes whole aligned blocks without re-buffering them.
+    File content is read straight into the block buffer (:meth:`fill_from`). A full
+    block is handed to ``out`` as it is when ``out`` has ``hand_over`` (the pipeline's
+    ArtifactWriter: no copy; a fresh buffer is taken for the next block), else as a
+    ``bytes`` copy.
     """
 
     def __init__(self, out: BinaryIO, size: int = CHUNK) -> None:
         self.out = out
         self.size = size
-        self.buf = bytearray(size)
+        self._hand_over = getattr(out, "hand_over", None)
+        self._new_buffer()
+
+    def _new_buffer(self) -> None:
+        self.buf = bytearray(self.size)
         self.view = memoryview(self.buf)
         self.pos = 0
 
@@ -227,8 +232,13 @@ class _BlockAssembler:
         return n or 0
 
     def _emit(self) -> None:
-        self.out.write(bytes(self.buf))
-        self.pos = 0
+        if self._hand_over is None:
+            self.out.write(bytes(self.buf))
+            self.pos = 0
+            return
+        self.view.release()
+        self._hand_over(self.buf)
+        self._new_buffer()
 
     def flush(self) -> None:
         if self.pos:

@@ -219,6 +219,21 @@ class ArtifactWriter:
         self._meter.update(self.plaintext_size, self.stored_size)
         return size
 
+    def hand_over(self, block: bytearray) -> int:
+        """Take ``block`` without copying it: the caller must never touch it again.
+
+        A whole :data:`BLOCK_SIZE` block at a block boundary goes to the compressor as it
+        is; anything else is written as by :meth:`write`. Returns its length in bytes.
+        """
+        if self.closed:
+            raise ValueError("write to a closed ArtifactWriter")
+        if self._pending or len(block) != BLOCK_SIZE:
+            return self.write(block)
+        self._emit(block)
+        self.plaintext_size += BLOCK_SIZE
+        self._meter.update(self.plaintext_size, self.stored_size)
+        return BLOCK_SIZE
+
     def _top_up_pending(self, view: memoryview) -> int:
         """Complete a partly filled block from ``view``; returns how many bytes of it were used."""
         if not self._pending:

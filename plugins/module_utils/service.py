@@ -29,6 +29,7 @@ bounded by a deadline, for a service to answer (or stop answering).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -37,8 +38,6 @@ import sys
 import time
 import urllib.error
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
-
-from ansible.module_utils.urls import open_url
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     ConfigError,
@@ -49,13 +48,10 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_logger
 
-try:
-    import docker
-    import docker.errors
-
-    HAS_DOCKER = True
-except ImportError:
-    HAS_DOCKER = False
+# imported where used: the docker SDK (~50 ms) only by the docker manager, Ansible's
+# open_url (~55 ms, requests) only when waiting for a URL -- every service task pays for
+# what its module imports
+HAS_DOCKER = importlib.util.find_spec("docker") is not None
 
 LOG = get_logger("service")
 
@@ -259,6 +255,9 @@ class DockerService(Service):
         return info
 
     def _call(self, action: str, op: Any) -> Any:
+        import docker
+        import docker.errors
+
         try:
             client = docker.DockerClient(base_url=self.base_url) if self.base_url else docker.from_env()
             return op(client.containers.get(self.container))
@@ -354,6 +353,8 @@ def wait_for_http(url: str, timeout_s: float, expect: Union[int, Iterable[int]] 
     ``timeout_s`` seconds and raises :class:`errors.ConnectionFailure` naming the last
     status or error seen.
     """
+    from ansible.module_utils.urls import open_url
+
     wanted = {expect} if isinstance(expect, int) else set(expect)
     started = time.monotonic()
     deadline = started + timeout_s

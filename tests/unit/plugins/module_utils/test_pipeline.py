@@ -148,6 +148,28 @@ def test_writer_copies_mutable_buffers(tmp_path):
     assert art_data == b"A" * 70_000 + b"B" * 70_000 * 39
 
 
+@pytest.mark.parametrize("lead", [0, 10])  # 10: not at a block boundary, hand_over falls back to a copy
+def test_handed_over_blocks_make_the_same_artifact_as_written_bytes(tmp_path, lead):
+    from ansible_collections.lifeboat.dr.plugins.module_utils.pipeline import BLOCK_SIZE
+
+    data = sql_like(3 * BLOCK_SIZE + 1000)
+    records = []
+    for name, hand in (("written", False), ("handed", True)):
+        with open_artifact_writer(tmp_path / name, data_key=b"k" * 32, set_id=SET_ID, artifact_path=ARTIFACT) as w:
+            w.write(data[:lead])
+            pos = lead
+            while pos < len(data):
+                piece = bytearray(data[pos:pos + BLOCK_SIZE])
+                assert (w.hand_over if hand else w.write)(piece) == len(piece)
+                pos += len(piece)
+        records.append(w.record)
+        art = type("A", (), {"path": tmp_path / name, "key": b"k" * 32, "record": w.record, "set_id": SET_ID,
+                             "artifact_path": ARTIFACT})()
+        assert read_artifact(art) == data
+    assert records[0]["plaintext_sha256"] == records[1]["plaintext_sha256"]
+    assert records[0]["plaintext_size"] == records[1]["plaintext_size"] == len(data)
+
+
 def test_progress_reports_bytes_and_a_final_report(tmp_path):
     reports = []
     with open_artifact_writer(tmp_path / "a", data_key=b"k" * 32, set_id=SET_ID, artifact_path=ARTIFACT,
