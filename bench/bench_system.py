@@ -21,7 +21,8 @@ Each of ``--runs`` rounds times, one after the other (so they see about the same
 * Lifeboat restore: ``playbooks/restore.yml -e confirm=yes -e backup_id=<that backup>``,
   once as shipped (pre-restore safety copy on) and once with
   ``-e lifeboat_restore_safety_copy=false`` (what the peers do: no safety copy);
-* peer restore by hand: ``myloader -t 2 -o``; Redis stop, RDB copied in as ``dump.rdb`` and
+* peer restore by hand: ``myloader -t 2 -o`` (and, timed apart, ``-e``: writing the binary
+  log as restore.yml does by default -- myloader does not unless asked); Redis stop, RDB copied in as ``dump.rdb`` and
   as the base of a fresh AOF (the lab runs ``appendonly yes``), start (waits for PING);
   the storage emptied then ``zstd -dc | tar -x``; ``bao operator raft snapshot restore
   -force``. App stop/start (which restore.yml also does) is timed apart.
@@ -299,6 +300,9 @@ def peer_restore_redis(lab: PrivateLab, work: Path) -> None:
     lab.service("redis", "start")
 
 
+MYLOADER_BINLOG = "myloader -t 2 -o -e (binlog on, as restore.yml)"
+
+
 def peer_restore(lab: PrivateLab, work: Path, cnf: str) -> dict[str, float]:
     """The components restored one by one from the peer backups; wall seconds each."""
     storage = lab.data_dirs()["app"]
@@ -313,6 +317,9 @@ def peer_restore(lab: PrivateLab, work: Path, cnf: str) -> dict[str, float]:
         f"bao operator raft snapshot restore -force {work}/vault.snap", env=lab.vault_env()))
     times["myloader -t 2 -o"] = timed(lambda: shell(
         f"myloader --defaults-file={cnf} -d {work}/mydumper -o -t 2 -v 1"))
+    # myloader skips the binary log unless -e; restore.yml writes it by default (replicas, PITR)
+    times[MYLOADER_BINLOG] = timed(lambda: shell(
+        f"myloader --defaults-file={cnf} -d {work}/mydumper -o -t 2 -e -v 1"))
     times["redis stop + RDB copy + start"] = timed(lambda: peer_restore_redis(lab, work))
     times["rm + zstd -dc | tar -x"] = timed(files)
     times["app start"] = timed(lambda: lab.service("app", "start"))
@@ -369,10 +376,12 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
     peer_b = {k: med("peer backup", k) for k in rounds[0]["peer backup"]}
     peer_r = {k: med("peer restore", k) for k in rounds[0]["peer restore"]}
-    components_r = [k for k in peer_r if not k.startswith("app ")]
+    components_r = [k for k in peer_r if not k.startswith("app ") and k != MYLOADER_BINLOG]
+    with_binlog = [MYLOADER_BINLOG if k.startswith("myloader") else k for k in components_r]
     sum_b = median([sum(r["peer backup"].values()) for r in rounds])
     sum_r = median([sum(r["peer restore"][k] for k in components_r) for r in rounds])
-    sum_r_app = median([sum(r["peer restore"].values()) for r in rounds])
+    sum_r_binlog = median([sum(r["peer restore"].get(k, 0.0) for k in with_binlog) for r in rounds])
+    sum_r_app = median([sum(v for k, v in r["peer restore"].items() if k != MYLOADER_BINLOG) for r in rounds])
     lb_b = med("lifeboat backup.yml")
     lb_r_on = med("lifeboat restore.yml (safety copy on)")
     lb_r_off = med("lifeboat restore.yml (safety copy off)")
@@ -386,9 +395,11 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "peer backup": peer_b, "peer backup sum": sum_b,
             "peer restore": peer_r, "peer restore sum (components)": sum_r,
             "peer restore sum (components + app stop/start)": sum_r_app,
+            "peer restore sum (components, myloader writing the binlog as restore.yml does)": sum_r_binlog,
         },
         "ratios": {
             "restore (safety copy off) / peer restore sum": round(lb_r_off / sum_r, 2),
+            "restore (safety copy off) / peer restore sum with binlog on both sides": round(lb_r_off / sum_r_binlog, 2),
             "restore (safety copy off) / peer restore sum incl. app stop/start": round(lb_r_off / sum_r_app, 2),
             "restore (safety copy on, as shipped) / peer restore sum": round(lb_r_on / sum_r, 2),
             "backup / peer backup sum": round(lb_b / sum_b, 2),

@@ -270,6 +270,21 @@ def evict_stray_processes(root: Path) -> list[int]:
     return evicted
 
 
+def remove_link(name: str, wait_s: float = 2.0) -> None:
+    """Delete link ``name`` if it exists. Deleting a namespace removes its veth pair
+    asynchronously, so a peer seen a moment ago may vanish under ``ip link del``: that is
+    success; a link still there after ``wait_s`` seconds is an error."""
+    deadline = time.monotonic() + wait_s
+    while link_exists(name):
+        result = ip("link", "del", name, check=False)
+        if result.returncode == 0 or not link_exists(name):
+            return
+        if time.monotonic() > deadline:
+            raise LifeboatError(f"ip link del {name} failed: {result.stderr.strip()}",
+                                hint="see `python -m lab multihost status`; `multihost down` cleans up")
+        time.sleep(0.1)
+
+
 def network_down() -> None:
     """Stop what still runs in the namespaces, remove them (their veths go with them), the bridge,
     then the guard route."""
@@ -278,8 +293,7 @@ def network_down() -> None:
         if ns in namespaces():
             kill_namespace_processes(ns)
             ip("netns", "del", ns)
-        if link_exists(veth(host)):
-            ip("link", "del", veth(host))
+        remove_link(veth(host))
     if link_exists(BRIDGE):
         ip("link", "del", BRIDGE)
     if guard_route_present():

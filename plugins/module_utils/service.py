@@ -107,7 +107,8 @@ class CommandService(Service):
     """A service controlled by argv lists: start, stop, status and optional restart.
 
     ``status`` exiting 0 means running; any other exit code means not running.
-    ``env`` entries are added to the inherited environment (and never logged).
+    ``env`` entries are added to the inherited environment (and never logged), and
+    ``LIFEBOAT_SERVICE`` names the service (one command set can serve several services).
     """
 
     manager = "command"
@@ -147,9 +148,11 @@ class CommandService(Service):
         return info
 
     def _run(self, action: str, argv: list[str]) -> subprocess.CompletedProcess:
-        """Run one command; raise on a missing program or a timeout, not on exit codes."""
+        """Run one command with ``LIFEBOAT_SERVICE`` = the service name in its environment;
+        raise on a missing program or a timeout, not on exit codes."""
         env = dict(os.environ)
         env.update(self.env)
+        env["LIFEBOAT_SERVICE"] = self.name
         LOG.info("%s %s: %s", self.name, action, " ".join(argv))
         try:
             return subprocess.run(argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True,

@@ -2,20 +2,23 @@
 # -*- coding: utf-8 -*-
 # Copyright: Lifeboat contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Ansible module lifeboat.dr.service: start, stop or restart one service of the stack."""
+"""Ansible module lifeboat.dr.service: start, stop or restart services of the stack, in order."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r'''
 ---
 module: service
-short_description: Start, stop or restart a service of the backed-up stack
+short_description: Start, stop or restart services of the backed-up stack, in order
 version_added: 0.1.0
 description:
   - Brings one service (database, cache, secret store, application) to the requested
     state through a I(manager) - the local lab, systemd, a Docker container or
     commands you give - and optionally waits until it accepts connections (or stops
     accepting them).
+  - With O(services), several services of one machine are handled in the given order,
+    each one settled (its wait done) before the next is touched; one task instead of one
+    per service.
   - Used by restore and DR-drill playbooks to stop a service before its data is
     replaced and start it again afterwards.
 author:
@@ -26,8 +29,31 @@ options:
       - Name of the service, for example C(mysql), C(redis), C(vault) or C(app).
       - For O(manager=lab) it is the lab's service name; for C(systemd) the default
         unit; for C(docker) the default container name.
+      - Exactly one of O(name) and O(services) is required.
     type: str
-    required: true
+  services:
+    description:
+      - Several services, handled one after the other in this order, all with the same
+        O(state), O(manager), O(settings) and O(wait_timeout). A failure stops the list
+        there and names the service.
+      - Exactly one of O(name) and O(services) is required.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Name of the service, as O(name).
+        type: str
+        required: true
+      wait_port:
+        description: As O(wait_port), for this service.
+        type: int
+      wait_host:
+        description: As O(wait_host), for this service.
+        type: str
+        default: 127.0.0.1
+      wait_url:
+        description: As O(wait_url), for this service.
+        type: str
   state:
     description:
       - C(started) and C(stopped) change the service only when it is not already in
@@ -50,7 +76,9 @@ options:
         C(base_url), C(stop_timeout_s).
       - C(command) runs your own commands; settings C(start), C(stop), C(status)
         (required, each a list of program and arguments, no shell), C(restart),
-        C(cwd), C(env), C(timeout_s). A status command exiting 0 means running.
+        C(cwd), C(env), C(timeout_s). A status command exiting 0 means running. The
+        commands find the service's name in the environment variable C(LIFEBOAT_SERVICE),
+        so one set of commands can serve every service of O(services).
     type: str
     choices: [lab, systemd, docker, command]
     default: lab
@@ -117,6 +145,15 @@ EXAMPLES = r'''
       unit: mariadb.service
     wait_port: 3306
 
+- name: Start the stack of one host in dependency order, each service up before the next
+  lifeboat.dr.service:
+    services:
+      - {name: vault, wait_port: 18200}
+      - {name: mysql, wait_port: 13306}
+      - {name: app, wait_url: "http://127.0.0.1:18080/health"}
+    state: started
+    manager: lab
+
 - name: Restart the application container and wait for its health page
   lifeboat.dr.service:
     name: app
@@ -128,9 +165,15 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+services:
+  description: With O(services), one result per service in order, each with the keys below.
+  returned: when O(services) is given
+  type: list
+  elements: dict
+  sample: [{"name": "vault", "changed": false, "was_running": true, "running": true, "waited_s": 0.0}]
 name:
   description: The service name.
-  returned: always
+  returned: when O(name) is given
   type: str
   sample: mysql
 manager:
@@ -140,22 +183,22 @@ manager:
   sample: lab
 was_running:
   description: Whether the service was running before the module acted.
-  returned: always
+  returned: when O(name) is given
   type: bool
   sample: false
 running:
   description: Whether the service runs afterwards (in check mode, whether it would).
-  returned: always
+  returned: when O(name) is given
   type: bool
   sample: true
 waited_s:
   description: Seconds spent waiting for O(wait_port) / O(wait_url) (0 when not asked).
-  returned: always
+  returned: when O(name) is given
   type: float
   sample: 1.4
 service:
   description: How the service is controlled (manager, commands, unit or container; never secret values).
-  returned: always
+  returned: when O(name) is given
   type: dict
   sample: {"manager": "systemd", "name": "mysql", "unit": "mariadb.service"}
 '''
@@ -173,7 +216,13 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.service import (
 def argument_spec():
     """The module's options (no shared layer applies)."""
     return dict(
-        name=dict(type="str", required=True),
+        name=dict(type="str"),
+        services=dict(type="list", elements="dict", options=dict(
+            name=dict(type="str", required=True),
+            wait_port=dict(type="int"),
+            wait_host=dict(type="str", default="127.0.0.1"),
+            wait_url=dict(type="str"),
+        )),
         state=dict(type="str", default="started", choices=["started", "stopped", "restarted"]),
         manager=dict(type="str", default="lab", choices=list(MANAGERS)),
         settings=dict(type="dict", default={}),
@@ -206,15 +255,27 @@ def wait_until_settled(params):
 
 
 def reach_state(module):
-    """Bring the service to the requested state (or predict it in check mode)."""
+    """Bring the service (O(name)) or each of O(services), in order, to the requested state."""
     params = module.params
+    if params["name"]:
+        return settle_one(params, module.check_mode)
+    results = []
+    for spec in params["services"]:
+        one = dict(params, name=spec["name"], wait_port=spec["wait_port"], wait_host=spec["wait_host"],
+                   wait_url=spec["wait_url"])
+        results.append(settle_one(one, module.check_mode))
+    return dict(changed=any(r["changed"] for r in results), manager=params["manager"], services=results)
+
+
+def settle_one(params, check_mode):
+    """One service to ``params["state"]`` (or its prediction in check mode); its result dict."""
     service = get_service(params["manager"], params["name"], **(params["settings"] or {}))
     state = params["state"]
     was_running = service.is_running()
     changed = needs_change(state, was_running)
     result = dict(changed=changed, name=params["name"], manager=params["manager"], was_running=was_running,
                   running=state != "stopped", waited_s=0.0, service=service.describe())
-    if module.check_mode:
+    if check_mode:
         return result
     if state == "restarted":
         service.restart()
@@ -229,7 +290,8 @@ def reach_state(module):
 
 
 def main():
-    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="service")
+    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="service",
+                            required_one_of=[("name", "services")], mutually_exclusive=[("name", "services")])
     run_module(module, reach_state)
 
 
