@@ -56,8 +56,8 @@ def test_a_server_that_held_its_status_calls_and_stayed_unsealed_is_done_after_t
     assert 5.5 + ve.CONFIRM_S <= clock.now < 5.5 + ve.CONFIRM_S + 0.5 < ve.SETTLE_S
 
 
-def test_a_self_seal_right_after_the_held_call_is_seen_and_unsealed_with_the_escrowed_keys(clock, monkeypatch,
-                                                                                            tmp_path):
+def test_a_self_seal_right_after_the_held_call_is_seen_and_unsealed_with_escrowed_keys(
+        clock, monkeypatch, tmp_path):
     unsealed = []
     monkeypatch.setattr(ve, "read_unseal_keys", lambda path: ["k1"])
     monkeypatch.setattr(ve, "unseal", lambda conn, keys, timeout_s: unsealed.append(keys))
