@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
-import sys
 
 import pytest
+from module_runner import run_module as run_lifeboat_module
 
 from ansible_collections.lifeboat.dr.plugins.module_utils import backupset, keys
-
-MODULE = "ansible_collections.lifeboat.dr.plugins.modules.key_rotate"
 
 
 def run_module(tmp_path, check_mode=False, **args):
     """Run the module with ``args``; return its JSON result (``failed`` set on failure)."""
-    if check_mode:
-        args["_ansible_check_mode"] = True
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    proc = subprocess.run([sys.executable, "-m", MODULE, str(args_file)], capture_output=True, text=True,
-                          timeout=120, check=False)
-    assert proc.stdout, proc.stderr
-    return json.loads(proc.stdout)
-
+    return run_lifeboat_module(tmp_path, "key_rotate", args, check_mode=check_mode)
 
 @pytest.fixture
 def key_files(tmp_path):

@@ -6,27 +6,16 @@ Uses the app-files component only (no servers needed)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
+from module_runner import run_module as run_lifeboat_module
 
 from ansible_collections.lifeboat.dr.plugins.module_utils import audit, health, jobs, keys, retention
 from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
 
-PACKAGE = "ansible_collections.lifeboat.dr.plugins.modules."
-
 
 def run_module(tmp_path, name, **args):
     """Run module ``name`` with ``args`` as Ansible does; return its JSON result."""
-    args_file = tmp_path / f"args-{name}.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    proc = subprocess.run([sys.executable, "-m", PACKAGE + name, str(args_file)], capture_output=True, text=True,
-                          timeout=120, check=False)
-    assert proc.stdout, proc.stderr
-    return json.loads(proc.stdout)
-
+    return run_lifeboat_module(tmp_path, name, args)
 
 @pytest.fixture
 def env(tmp_path):

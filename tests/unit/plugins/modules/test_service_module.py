@@ -6,22 +6,12 @@ every command appends ``<action> <name>`` to a log, so the order of the actions 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
-
-MODULE = "ansible_collections.lifeboat.dr.plugins.modules.service"
+from module_runner import run_module
 
 
 def run_service(tmp_path, check_mode=False, **args):
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check_mode)}))
-    proc = subprocess.run([sys.executable, "-m", MODULE, str(args_file)], capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert proc.stdout, proc.stderr
-    return json.loads(proc.stdout)
+    return run_module(tmp_path, "service", args, check_mode=check_mode)
 
 
 @pytest.fixture

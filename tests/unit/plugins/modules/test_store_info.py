@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from module_runner import run_module as run_lifeboat_module
 
 from ansible_collections.lifeboat.dr.plugins.module_utils import backupset, keys
-
-MODULE = "ansible_collections.lifeboat.dr.plugins.modules.store_info"
 
 
 def run_store_info(tmp_path, **args):
     """Run the module with ``args``; return its JSON result (``failed`` set on failure)."""
-    args_file = tmp_path / "args.json"
-    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    proc = subprocess.run([sys.executable, "-m", MODULE, str(args_file)], capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert proc.stdout, proc.stderr
-    return json.loads(proc.stdout)
-
+    return run_lifeboat_module(tmp_path, "store_info", args, timeout=60)
 
 @pytest.fixture
 def keyring(tmp_path):
