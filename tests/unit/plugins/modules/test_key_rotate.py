@@ -14,6 +14,7 @@ def run_module(tmp_path, check_mode=False, **args):
     """Run the module with ``args``; return its JSON result (``failed`` set on failure)."""
     return run_lifeboat_module(tmp_path, "key_rotate", args, check_mode=check_mode)
 
+
 @pytest.fixture
 def key_files(tmp_path):
     paths = {name: tmp_path / f"{name}.key" for name in ("old", "escrow", "new", "other")}

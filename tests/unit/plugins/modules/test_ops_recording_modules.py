@@ -17,6 +17,7 @@ def run_module(tmp_path, name, **args):
     """Run module ``name`` with ``args`` as Ansible does; return its JSON result."""
     return run_lifeboat_module(tmp_path, name, args)
 
+
 @pytest.fixture
 def env(tmp_path):
     """A store, a key file and an app folder with a few files."""

@@ -14,6 +14,7 @@ def run_store_info(tmp_path, **args):
     """Run the module with ``args``; return its JSON result (``failed`` set on failure)."""
     return run_lifeboat_module(tmp_path, "store_info", args, timeout=60)
 
+
 @pytest.fixture
 def keyring(tmp_path):
     key_file = tmp_path / "kek"
