@@ -54,6 +54,11 @@ ER_NO_SUCH_TABLE = 1146
 CR_CONNECTION_ERRORS = {2002, 2003, 2005, 2006, 2013, 2055}
 
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+#: Schemas Lifeboat's own restores create: the staging schema ``<db>__lbrestore`` (dropped at the
+#: end of a restore) and the kept-aside live tables ``<db>__lbprev_<UTC %Y%m%dT%H%M%S>[_N]``.
+STAGING_SUFFIX = "__lbrestore"
+KEPT_ASIDE_SUFFIX = "__lbprev_"
+LIFEBOAT_SCHEMA_RE = re.compile(rf"({KEPT_ASIDE_SUFFIX}\d{{8}}T\d{{6}}(_\d+)?|{STAGING_SUFFIX})$")
 
 
 @dataclass(frozen=True)

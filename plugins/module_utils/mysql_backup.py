@@ -542,21 +542,16 @@ def recompute_from_artifact(reader: Any, table: dict[str, Any]) -> dict[str, Any
 
 
 # --------------------------------------------------------------------------- discovery
-#: Schemas Lifeboat's own restores leave behind: live tables kept aside (``<db>__lbprev_<UTC time>``,
-#: mysql_restore.prev_name) and the staging schema of an interrupted restore (``<db>__lbrestore``).
-LIFEBOAT_SCHEMA_RE = re.compile(r"(__lbprev_\d{8}T\d{6}(_\d+)?|__lbrestore)$")
-
-
 def list_databases(conn: Any, wanted: Optional[Iterable[str]] = None) -> list[str]:
     """Non-system databases (all, or ``wanted`` after checking each exists: NotFound otherwise).
 
-    "All" leaves out the schemas of :data:`LIFEBOAT_SCHEMA_RE` (kept-aside copies of earlier
+    "All" leaves out the schemas of :data:`mysql.LIFEBOAT_SCHEMA_RE` (kept-aside copies of earlier
     restores are not the application's data, and backing them up would copy them again on
     every restore); name one in ``wanted`` to back it up.
     """
     existing = [_s(r[0]) for r in my.query_all(conn, "SHOW DATABASES")]
     if not wanted:
-        skipped = [d for d in existing if LIFEBOAT_SCHEMA_RE.search(d)]
+        skipped = [d for d in existing if my.LIFEBOAT_SCHEMA_RE.search(d)]
         if skipped:
             log.info("not backed up (Lifeboat's kept-aside/staging schemas; name them in databases to include them):"
                      " %s", ", ".join(skipped))

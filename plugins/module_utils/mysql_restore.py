@@ -61,8 +61,8 @@ except ImportError:  # pragma: no cover - mysql.require_pymysql() raises Depende
     pass
 
 MODES = ("in_place_swap", "side_by_side", "reinit_datadir")
-STAGING_SUFFIX = "__lbrestore"
-PREV_SUFFIX = "__lbprev_"
+STAGING_SUFFIX = my.STAGING_SUFFIX
+PREV_SUFFIX = my.KEPT_ASIDE_SUFFIX
 SAVED_OBJECTS_TABLE = "_lifeboat_saved_objects"
 COMMIT_BYTES = 64 << 20     # commit a table's load every this many bytes of statements
 READ_BYTES = 1 << 20

@@ -186,7 +186,7 @@ def test_secondary_keys_are_deferred_only_for_tables_without_foreign_keys():
                                   mr.prev_name("x" * 64, "20261125T154640"), mr.staging_name("shop"),
                                   mr.staging_name("y" * 64)])
 def test_the_schemas_restores_leave_behind_are_recognised(name):
-    assert mb.LIFEBOAT_SCHEMA_RE.search(name)
+    assert mb.my.LIFEBOAT_SCHEMA_RE.search(name)
 
 
 def test_a_backup_of_all_databases_leaves_out_kept_aside_and_staging_schemas(monkeypatch):
