@@ -230,15 +230,24 @@ def test_unreadable_folder_is_a_permission_error_naming_it(tmp_path):
             "from ansible_collections.lifeboat.dr.plugins.module_utils.errors import PermissionDenied\n"
             "try:\n    list(fe.scan_tree(Path(sys.argv[1])))\n"
             "except PermissionDenied as e:\n    print(e); sys.exit(3)\n")
+    env = None
     if os.geteuid() == 0:
         os.chown(locked, 0, 0)
-        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code,
+        # nobody may not reach this checkout (e.g. a clone below a 0700 temp folder): it gets a
+        # world-readable copy of module_utils (third-party imports there are guarded) and /usr/bin/python3
+        code_root = base / "code" / "ansible_collections" / "lifeboat" / "dr" / "plugins"
+        shutil.copytree(Path(fe.__file__).parent, code_root / "module_utils",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for folder in [base / "code", *(p for p in (base / "code").rglob("*") if p.is_dir())]:
+            os.chmod(folder, 0o755)
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(base / "code")}
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", code,
                str(base / "tree")]
     else:
         os.chmod(locked, 0)
         cmd = [sys.executable, "-c", code, str(base / "tree")]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     finally:
         shutil.rmtree(base)
     assert proc.returncode == 3, proc.stderr
