@@ -59,7 +59,10 @@ options:
       - Worker threads for C(zstd) (ignored for C(gzip) and C(none)). V(0) compresses in the
         pipeline's own thread; V(2) lets compression use a second core beside the hashing and
         encryption threads (faster on a multi-core host, about 2% larger output, up to ~30 MB
-        more memory). See C(docs/performance.md).
+        more memory).
+      - When unset, each engine decides. The files (app) backup, one tar stream per folder, uses 2
+        worker threads on a host with 2 or more CPUs; MySQL (whose parallel dump streams already
+        use the cores), Redis, Vault and binary logs compress in the pipeline thread. See
+        C(docs/performance.md).
     type: int
-    default: 0
 '''

@@ -44,7 +44,7 @@ def store_argument_spec() -> dict[str, Any]:
         transit_key=dict(type="str", no_log=False),
         compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
         compression_level=dict(type="int"),
-        compression_threads=dict(type="int", default=0),
+        compression_threads=dict(type="int"),
     )
 
 
@@ -109,18 +109,21 @@ def keyring_from_params(params: dict[str, Any]) -> Any:
 
 
 def codec_from_params(params: dict[str, Any]) -> Any:
-    """The :class:`compression.Codec` of the ``compression`` / ``compression_level`` options
-    (``zstd`` when unset; level ``None`` = the codec's default)."""
-    from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
+    """The :class:`compression.Codec` of the ``compression`` / ``compression_level`` /
+    ``compression_threads`` options (``zstd`` when unset; level ``None`` = the codec's default;
+    threads unset = :data:`compression.AUTO_THREADS`, decided per engine)."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.compression import AUTO_THREADS, Codec
 
     algorithm = params.get("compression") or "zstd"
-    threads = int(params.get("compression_threads") or 0) if algorithm == "zstd" else 0
-    if threads < 0:
+    threads = params.get("compression_threads")
+    if threads is not None and int(threads) < 0:
         from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
 
         raise ConfigError(f"compression_threads must be 0 or more, not {threads}",
-                          hint="use 0 (compress in the pipeline thread) or e.g. 2")
-    return Codec(algorithm, params.get("compression_level"), threads)
+                          hint="use 0 (compress in the pipeline thread), e.g. 2, or leave it unset (automatic)")
+    if algorithm != "zstd":
+        threads = 0
+    return Codec(algorithm, params.get("compression_level"), AUTO_THREADS if threads is None else int(threads))
 
 
 def merge_specs(*specs: dict[str, Any]) -> dict[str, Any]:

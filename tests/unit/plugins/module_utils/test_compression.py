@@ -11,7 +11,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
+from ansible_collections.lifeboat.dr.plugins.module_utils.compression import AUTO_THREADS, Codec
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError, FormatError, TamperedData
 
 
@@ -22,8 +22,8 @@ def compress_all(codec: Codec, data: bytes, piece: int = 1000) -> bytes:
     return b"".join(out)
 
 
-def test_defaults_are_zstd_level_3_single_threaded():
-    assert Codec() == Codec("zstd", None, 0)
+def test_defaults_are_zstd_level_3_with_automatic_threads():
+    assert Codec() == Codec("zstd", None, AUTO_THREADS)
     assert Codec().to_manifest() == {"algorithm": "zstd", "level": 3}
     assert Codec("gzip").to_manifest() == {"algorithm": "gzip", "level": 6}
     assert Codec("none").to_manifest() == {"algorithm": "none", "level": None}
@@ -39,7 +39,7 @@ def test_manifest_round_trip(codec):
     (dict(algorithm="zstd", level=23), "out of range"),
     (dict(algorithm="gzip", level=10), "out of range"),
     (dict(algorithm="none", level=3), "level given with compression 'none'"),
-    (dict(algorithm="zstd", threads=-1), "threads"),
+    (dict(algorithm="zstd", threads=-2), "threads"),
 ])
 def test_invalid_codecs_are_refused_with_a_fix(kwargs, message):
     with pytest.raises(ConfigError, match=message):
