@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Iterable, Iterator, Optional
 
+from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     ConfigError,
     FormatError,
@@ -745,13 +746,14 @@ def backup_files_into(set_writer: Any, paths: dict[str, str], *, include: Option
         check_folder_name(name)
         root = Path(folder)
         previous, parent_id = _previous_entries(parent, name, parent_meta)
-        algorithm = _writer_algorithm(set_writer)
-        art = artifact_name(name, algorithm)
-        with set_writer.artifact(COMPONENT, art) as out:
+        codec = tar_codec(set_writer)
+        art = artifact_name(name, codec.algorithm)
+        with set_writer.artifact(COMPONENT, art, codec=codec) as out:
             result = write_tree_tar(out, root, set_id=set_writer.set_id, path_filter=path_filter,
                                     previous=previous, progress=progress, operation=f"files backup {name}")
         set_writer.write_json(COMPONENT, files_list_name(name),
-                              files_list_document(name, root, set_writer.set_id, parent_id, result, path_filter))
+                              files_list_document(name, root, set_writer.set_id, parent_id, result, path_filter),
+                              compact=True)
         folders[name] = {"root": str(root), "artifact": art, "files_list": files_list_name(name),
                          "parent_set_id": parent_id, "entries": len(result.entries),
                          "total_bytes": result.total_bytes}
@@ -768,9 +770,12 @@ def backup_files_into(set_writer: Any, paths: dict[str, str], *, include: Option
     return {"set_id": set_writer.set_id, "incremental": incremental, "folders": summary}
 
 
-def _writer_algorithm(set_writer: Any) -> str:
-    codec = getattr(set_writer, "codec", None)
-    return getattr(codec, "algorithm", "zstd") if codec is not None else "zstd"
+def tar_codec(set_writer: Any) -> Codec:
+    """The codec of a folder's tar artifact: the set's (zstd 3 when it has none), with an
+    automatic thread count resolved for a lone stream (:meth:`Codec.for_single_stream`): a
+    folder is one tar stream, which alone would leave the second core idle."""
+    codec = getattr(set_writer, "codec", None) or Codec()
+    return codec.for_single_stream()
 
 
 def _previous_entries(parent: Optional[Any], name: str, parent_meta: dict[str, Any]
@@ -981,7 +986,8 @@ def run_files_backup(store_root: str, keyring: Any, paths: dict[str, str], *, in
     store = Store(store_root)
     plan = plan_files_backup(paths, include=include, exclude=exclude)
     parent = resolve_parent(store, incremental_from)
-    with store.begin_set(set_type, [COMPONENT], keyring, codec=codec, estimated_bytes=plan["approx_bytes"]) as writer:
+    with store.begin_set(set_type, [COMPONENT], keyring, codec=codec, estimated_bytes=plan["approx_bytes"],
+                         early_read_back=quick_verify) as writer:
         summary = backup_files_into(writer, paths, include=include, exclude=exclude, parent=parent,
                                     progress=progress)
         manifest = writer.publish(quick_verify=quick_verify)

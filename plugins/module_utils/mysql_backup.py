@@ -1157,7 +1157,7 @@ def run_backup(store_root: str, keyring: Any, params: my.ConnParams, *, codec: A
     store = Store(store_root)
     estimate = plan_backup(params, databases)["approx_bytes"]  # also fails early: auth, reachability, names
     with store.begin_set(set_type, [COMPONENT], keyring, codec=codec, estimated_bytes=estimate,
-                         progress=None) as writer:
+                         progress=None, early_read_back=quick_verify) as writer:
         summary = backup_mysql_into(writer, params, databases=databases, parallel=parallel,
                                     include_users=include_users, progress=progress, method=method)
         manifest = writer.publish(quick_verify=quick_verify)

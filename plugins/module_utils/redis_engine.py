@@ -988,7 +988,8 @@ def run_redis_backup(store_root: str, keyring: Any, conn: RedisParams, *, codec:
     from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
 
     store = Store(store_root)
-    with store.begin_set(set_type, [COMPONENT], keyring, codec=codec, progress=progress) as writer:
+    with store.begin_set(set_type, [COMPONENT], keyring, codec=codec, progress=progress,
+                         early_read_back=quick_verify) as writer:
         meta = backup_redis_into(writer, conn, mode=mode, include_aof=include_aof, data_dir=data_dir,
                                  progress=progress)
         manifest = writer.publish(quick_verify=quick_verify)

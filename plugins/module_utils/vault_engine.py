@@ -740,7 +740,7 @@ def run_vault_backup(store_root: str, keyring: Any, conn: VaultConnection, *, se
     refuse_transit_kek(keyring)
     require_raft(conn)
     store = Store(store_root)
-    with store.begin_set(set_type, [COMPONENT], keyring, codec=_codec_none()) as writer:
+    with store.begin_set(set_type, [COMPONENT], keyring, codec=_codec_none(), early_read_back=quick_verify) as writer:
         meta = backup_vault_into(writer, conn, keyring=keyring, progress=progress)
         manifest = writer.publish(quick_verify=quick_verify)
     return dict(meta, set_id=writer.set_id, path=str(writer.path),

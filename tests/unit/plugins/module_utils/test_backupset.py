@@ -13,6 +13,7 @@ import pytest
 
 from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
 from ansible_collections.lifeboat.dr.plugins.module_utils import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     BackupFailed,
     ConfigError,
@@ -23,6 +24,7 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     NotFound,
     TamperedData,
     UnknownFormatVersion,
+    VerificationFailed,
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.version import __version__
 
@@ -489,3 +491,110 @@ def test_abort_set_removes_a_detached_set_and_frees_the_lock(store, ring):
     with pytest.raises(NotFound):
         store.resume_set(set_id, ring)
     store.lock("create").release()
+
+
+def test_the_sets_compression_threads_reach_every_writer_of_the_set(store, ring):
+    # the thread count is not part of the manifest, but was once lost on the way to the writers
+    codec = Codec("zstd", 5, threads=2)
+    main = store.begin_set("full", ["mysql"], ring, codec=codec)
+    assert main.codec == codec
+    set_id = main.detach()
+    resumed = store.resume_set(set_id, ring, component="mysql")
+    assert resumed.codec == codec
+    with resumed.artifact("mysql", "dump.sql") as out:
+        assert out._inner.codec.threads == 2
+        out.write(MYSQL_DUMP)
+    manifest = resumed.publish()
+    assert manifest["artifacts"][0]["compression"] == {"algorithm": "zstd", "level": 5}
+    with store.open_set(set_id).open_artifact("mysql", "dump.sql", ring) as reader:
+        assert reader.read() == MYSQL_DUMP
+
+
+def test_a_compact_json_file_is_one_line_recorded_with_its_hash(store, ring):
+    entries = [{"path": f"f{i:05d}", "size": i} for i in range(2000)]
+    with store.begin_set("app", ["app"], ring) as writer:
+        writer.write_json("app", "tree_files.json", {"entries": entries}, compact=True)
+        with pytest.raises(ConfigError, match="app/bad.json is not JSON-serialisable"):
+            writer.write_json("app", "bad.json", {"when": datetime.now(UTC)}, compact=True)
+        writer.publish()
+    backup_set = store.open_set(writer.set_id)
+    raw = (backup_set.path / "app" / "tree_files.json").read_bytes()
+    assert raw.count(b"\n") == 1 and b", " not in raw
+    assert backup_set.read_json("app", "tree_files.json") == {"entries": entries}
+
+
+@pytest.fixture()
+def read_backs(monkeypatch) -> list[str]:
+    """Paths of every artifact read back (early or at publish), in order; checks run for real."""
+    seen: list[str] = []
+    real = bs._verify_artifact_file
+
+    def spy(base, set_id, data_key, record):
+        seen.append(record["path"])
+        return real(base, set_id, data_key, record)
+
+    monkeypatch.setattr(bs, "_verify_artifact_file", spy)
+    return seen
+
+
+def test_each_artifact_is_read_back_once_as_soon_as_it_is_closed(store, ring, read_backs):
+    with store.begin_set("full", ["mysql", "redis"], ring) as writer:
+        with writer.artifact("mysql", "dump.sql") as out:
+            out.write(MYSQL_DUMP)
+        writer._read_backs["mysql/dump.sql"][1].result(timeout=30)
+        assert read_backs == ["mysql/dump.sql"]  # before the next artifact even began
+        with writer.artifact("redis", "dump.rdb") as out:
+            out.write(REDIS_RDB)
+        writer.publish()
+    assert sorted(read_backs) == ["mysql/dump.sql", "redis/dump.rdb"]  # publish read nothing again
+    record = store.verifications(writer.set_id)[-1]
+    assert record["ok"] and record["trigger"] == "publish" and len(record["artifacts"]) == 2
+
+
+def test_a_failed_early_read_back_stops_the_publish_and_names_the_artifact(store, ring, monkeypatch):
+    monkeypatch.setattr(bs, "_verify_artifact_file", lambda base, set_id, key, record:
+                        "TamperedData: chunk 3 failed authentication" if record["path"] == "redis/dump.rdb" else None)
+    writer = store.begin_set("full", ["mysql", "redis"], ring)
+    with writer.artifact("mysql", "dump.sql") as out:
+        out.write(MYSQL_DUMP)
+    with writer.artifact("redis", "dump.rdb") as out:
+        out.write(REDIS_RDB)
+    with pytest.raises(VerificationFailed, match=r"redis/dump.rdb: TamperedData: chunk 3"):
+        writer.publish()
+    assert store.list_sets(include_partial=True) == []  # discarded, nothing published
+
+
+def test_component_writers_hand_their_read_backs_to_the_publishing_writer(store, ring, read_backs):
+    set_id = store.begin_set("full", ["mysql", "redis"], ring).detach()
+    for component, name, data in (("mysql", "dump.sql", MYSQL_DUMP), ("redis", "dump.rdb", REDIS_RDB)):
+        part = store.resume_set(set_id, ring, component=component)
+        with part.artifact(component, name) as out:
+            out.write(data)
+        part.detach()  # waits for its read-back and saves the result in its state
+    assert sorted(read_backs) == ["mysql/dump.sql", "redis/dump.rdb"]
+    store.resume_set(set_id, ring).publish()
+    assert sorted(read_backs) == ["mysql/dump.sql", "redis/dump.rdb"]  # not read a second time
+    assert store.verifications(set_id)[-1]["ok"]
+
+
+def test_a_saved_read_back_of_another_write_of_the_artifact_is_not_trusted(store, ring, read_backs):
+    set_id = store.begin_set("full", ["mysql"], ring).detach()
+    part = store.resume_set(set_id, ring, component="mysql")
+    with part.artifact("mysql", "dump.sql") as out:
+        out.write(MYSQL_DUMP)
+    part.detach()
+    state_file = store.partial_root / set_id / ".state" / "writer-mysql.json"
+    state = json.loads(state_file.read_text())
+    state["read_back"]["mysql/dump.sql"]["stored_sha256"] = "0" * 64  # a result for other bytes
+    state_file.write_text(json.dumps(state))
+    store.resume_set(set_id, ring).publish()
+    assert read_backs == ["mysql/dump.sql", "mysql/dump.sql"]  # checked again at publish
+
+
+def test_without_early_read_back_publish_checks_everything_itself(store, ring, read_backs):
+    with store.begin_set("full", ["mysql"], ring, early_read_back=False) as writer:
+        with writer.artifact("mysql", "dump.sql") as out:
+            out.write(MYSQL_DUMP)
+        assert read_backs == []
+        writer.publish()
+    assert read_backs == ["mysql/dump.sql"]

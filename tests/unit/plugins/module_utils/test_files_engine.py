@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.lifeboat.dr.plugins.module_utils import files_engine as fe
+from ansible_collections.lifeboat.dr.plugins.module_utils.compression import AUTO_THREADS, Codec
 from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     ConfigError,
     NotFound,
@@ -259,3 +260,20 @@ def test_folder_names_must_be_artifact_safe():
         fe.check_folder_name("../x")
     assert fe.artifact_name("storage") == "storage.tar.zst.enc"
     assert fe.artifact_name("logs", "none") == "logs.tar.enc"
+
+
+@pytest.mark.parametrize(("set_codec", "cpus", "workers"), [
+    (None, 2, 2),                                 # no codec given: zstd 3, automatic threads
+    (Codec("zstd", 3, AUTO_THREADS), 2, 2),       # compression_threads unset
+    (Codec("zstd", 3, AUTO_THREADS), 1, 1),       # one CPU: the default single worker
+    (Codec("zstd", 3, 0), 2, 0),                  # an explicit 0 is kept
+    (Codec("zstd", 9, 4), 2, 4),                  # so is any explicit count
+    (Codec("gzip", 6, AUTO_THREADS), 2, 0),       # gzip has no worker threads
+])
+def test_a_folders_tar_stream_compresses_on_two_cores_unless_told_otherwise(monkeypatch, set_codec, cpus, workers):
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    writer = type("Writer", (), {"codec": set_codec})()
+    codec = fe.tar_codec(writer)
+    assert codec.workers == workers
+    assert (codec.algorithm, codec.effective_level) == ((set_codec or Codec()).algorithm,
+                                                       (set_codec or Codec()).effective_level)
