@@ -11,8 +11,11 @@ mixed types, secondary indexes), then times, each ``--repeat`` times (medians):
 * Lifeboat backup (compression + encryption + hashing on, ``--method``, default ``auto``)
   and restore (staged load + verification, into a fresh database)
 
-The tools run one after the other inside each repetition, so they see the same
-machine load; ``uptime``'s load average is recorded before and after.
+Each repetition runs the backups first, then the restores; inside each phase the order of
+the tools rotates from one repetition to the next, and before every timed run the server is
+left to settle (``settle``: no dirty InnoDB pages left and the server process idle, at most
+2 minutes), so no tool pays for the page flushing and purge that the bulk load before it left
+behind. ``uptime``'s load average is recorded before and after.
 Each Lifeboat run is a child process (start-up included), so its peak RSS is measured alone.
 Goals (speed ratios peer time / Lifeboat time): backup >= 0.9x dump|zstd, >= 2.5x dump|gzip,
 >= 1.5x mydumper; restore >= 1.0x myloader and about 1.5x ``mariadb < dump.sql``;
@@ -93,6 +96,15 @@ def generate(params: my.ConnParams, size_mb: int) -> dict[str, int]:
     return rows
 
 
+def existing_rows(params: my.ConnParams) -> dict[str, int]:
+    """Row counts of the tables of an existing ``lbbench`` (``--reuse``)."""
+    conn = my.connect(params, database=DB)
+    try:
+        return {name: int(my.query_value(conn, f"SELECT COUNT(*) FROM {name}")) for name in TABLES}
+    finally:
+        conn.close()
+
+
 def timed(fn: Callable[[], Any]) -> float:
     start = time.monotonic()
     fn()
@@ -130,6 +142,44 @@ def child_main(argv: list[str]) -> None:
                               rename_to={DB: f"{DB}_lb"}, parallel=parallel)
 
 
+def server_pid() -> int:
+    """The lab MariaDB's process id (from its pid file)."""
+    import lab
+
+    return int((Path(lab.env()["LAB_STATE_DIR"]) / "mysql" / "mariadbd.pid").read_text().split()[0])
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(params: my.ConnParams, pid: int, timeout_s: float = 120.0, idle_share: float = 0.05) -> float:
+    """Wait until the server has no dirty InnoDB pages and used under ``idle_share`` of a core over
+    half a second (the flushing/purge after a bulk load is done); returns the seconds waited."""
+    start = time.monotonic()
+    conn = my.connect(params)
+    try:
+        my.execute(conn, "SET GLOBAL innodb_max_dirty_pages_pct_lwm = 0.001")
+        while time.monotonic() - start < timeout_s:
+            dirty = int(my.query_all(conn, "SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'")[0][1])
+            before = process_cpu_s(pid)
+            time.sleep(0.5)
+            if dirty == 0 and process_cpu_s(pid) - before < idle_share * 0.5:
+                break
+        my.execute(conn, "SET GLOBAL innodb_max_dirty_pages_pct_lwm = DEFAULT")
+    finally:
+        conn.close()
+    return round(time.monotonic() - start, 1)
+
+
+def rotated(items: list[Any], by: int) -> list[Any]:
+    """``items`` rotated left by ``by`` places (a different tool goes first each repetition)."""
+    by %= max(1, len(items))
+    return items[by:] + items[:by]
+
+
 def load_average() -> float:
     """The 1-minute load average (``uptime``)."""
     return round(os.getloadavg()[0], 2)
@@ -148,9 +198,12 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--method", default="auto", choices=["auto", "native", "tsv"], help="Lifeboat dump method")
     ap.add_argument("--keep", action="store_true", help="keep the bench databases afterwards")
+    ap.add_argument("--reuse", action="store_true", help=f"use the {DB} database left by --keep (no generation)")
+    ap.add_argument("--backup-only", action="store_true", help="time the backups only (no restores)")
+    ap.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     args = ap.parse_args()
     params = lab_params()
-    rows = generate(params, args.size)
+    rows = existing_rows(params) if args.reuse else generate(params, args.size)
     work = Path(tempfile.mkdtemp(prefix="lbbench-"))
     times: dict[str, list[float]] = {}
     rss: dict[str, int] = {}
@@ -159,32 +212,53 @@ def main() -> None:
     keys.create_key_file(key_file)
     have_mydumper = bool(shutil.which("mydumper") and shutil.which("myloader"))
     backup_key, restore_key = "lifeboat backup", "lifeboat restore (load+verify)"
+    pid = server_pid()
+    settled: list[float] = []
     with my.option_file(params) as cnf:
         dump = f"mariadb-dump --defaults-extra-file={cnf} --single-transaction --routines --triggers --events"
         client = f"mariadb --defaults-extra-file={cnf}"
-        for i in range(args.repeat):
-            times.setdefault("mariadb-dump|zstd-3", []).append(
-                timed(lambda: shell(f"{dump} {DB} | zstd -3 -q > {work}/dump.sql.zst")))
-            times.setdefault("mariadb-dump|gzip", []).append(
-                timed(lambda: shell(f"{dump} {DB} | gzip > {work}/dump.sql.gz")))
-            if have_mydumper:
-                shutil.rmtree(work / "mydumper", ignore_errors=True)
-                times.setdefault("mydumper -t 2 -c", []).append(timed(lambda: shell(
-                    f"mydumper --defaults-file={cnf} -B {DB} -o {work}/mydumper -t {args.parallel} -c -v 1")))
-                run_sql(params, f"DROP DATABASE IF EXISTS {DB}_myl")
-                times.setdefault("myloader -t 2", []).append(timed(lambda: shell(
-                    f"myloader --defaults-file={cnf} -d {work}/mydumper -B {DB}_myl -t {args.parallel} -v 1")))
+
+        def run(name: str, fn: Callable[[], Any]) -> None:
+            settled.append(settle(params, pid))
+            times.setdefault(name, []).append(timed(fn))
+
+        def lifeboat(op: str, key: str, store: Path) -> None:
+            settled.append(settle(params, pid))
+            t, peak = child(["_child", op, str(store), str(key_file), str(args.parallel), args.method])
+            times.setdefault(key, []).append(t)
+            rss[key] = max(rss.get(key, 0), peak)
+
+        def mydumper_backup() -> None:
+            shutil.rmtree(work / "mydumper", ignore_errors=True)
+            run("mydumper -t 2 -c", lambda: shell(
+                f"mydumper --defaults-file={cnf} -B {DB} -o {work}/mydumper -t {args.parallel} -c -v 1"))
+
+        def myloader_restore() -> None:
+            run_sql(params, f"DROP DATABASE IF EXISTS {DB}_myl")
+            run("myloader -t 2", lambda: shell(
+                f"myloader --defaults-file={cnf} -d {work}/mydumper -B {DB}_myl -t {args.parallel} -v 1"))
+
+        def plain_restore() -> None:
             shell(f"zstd -d -q -f {work}/dump.sql.zst -o {work}/dump.sql")
             run_sql(params, f"DROP DATABASE IF EXISTS {DB}_plain", f"CREATE DATABASE {DB}_plain")
-            times.setdefault("mariadb < dump.sql", []).append(
-                timed(lambda: shell(f"{client} {DB}_plain < {work}/dump.sql")))
+            run("mariadb < dump.sql", lambda: shell(f"{client} {DB}_plain < {work}/dump.sql"))
+
+        for i in range(args.repeat):
             store = work / f"store{i}"
-            t, peak = child(["_child", "backup", str(store), str(key_file), str(args.parallel), args.method])
-            times.setdefault(backup_key, []).append(t)
-            rss[backup_key] = max(rss.get(backup_key, 0), peak)
-            t, peak = child(["_child", "restore", str(store), str(key_file), str(args.parallel), args.method])
-            times.setdefault(restore_key, []).append(t)
-            rss[restore_key] = max(rss.get(restore_key, 0), peak)
+            backups: list[Callable[[], None]] = [
+                lambda: run("mariadb-dump|zstd-3", lambda: shell(f"{dump} {DB} | zstd -3 -q > {work}/dump.sql.zst")),
+                lambda: run("mariadb-dump|gzip", lambda: shell(f"{dump} {DB} | gzip > {work}/dump.sql.gz")),
+                lambda store=store: lifeboat("backup", backup_key, store)]
+            restores: list[Callable[[], None]] = [plain_restore,
+                                                  lambda store=store: lifeboat("restore", restore_key, store)]
+            if have_mydumper:
+                backups.append(mydumper_backup)
+                restores.append(myloader_restore)
+            for step in rotated(backups, i):
+                step()
+            if not args.backup_only:
+                for step in rotated(restores, i):
+                    step()
             shutil.rmtree(store)
             loads.append(load_average())
     medians = {k: round(statistics.median(v), 3) for k, v in times.items()}
@@ -192,9 +266,10 @@ def main() -> None:
         "size_mb": args.size, "rows": rows, "repeat": args.repeat, "parallel": args.parallel,
         "method": args.method, "cpus": os.cpu_count(), "load_average_1m": loads,
         "median_s": medians, "runs_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
+        "settle_s": settled, "order": "backups then restores, tool order rotated per repetition, settle before each",
         "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in rss.items()},
         "dump_bytes": {"zstd": (work / "dump.sql.zst").stat().st_size, "gzip": (work / "dump.sql.gz").stat().st_size,
-                       "plain": (work / "dump.sql").stat().st_size},
+                       "plain": (work / "dump.sql").stat().st_size if (work / "dump.sql").exists() else None},
         "mydumper": "measured (Debian package mydumper 0.10)" if have_mydumper
         else "not installed (apt-get install mydumper); not measured",
         "ratios": {
@@ -208,8 +283,8 @@ def main() -> None:
                   "backup_speed_vs_mydumper": ">= 1.5", "restore_speed_vs_myloader": ">= 1.0",
                   "restore_speed_vs_mariadb_load": "~1.5", "peak_rss_mb": "< 150"},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("size_mb", "load_average_1m", "median_s", "ratios", "peak_rss_mb")},
                      indent=2))
     shutil.rmtree(work)
