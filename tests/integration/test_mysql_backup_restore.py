@@ -245,9 +245,11 @@ def test_the_password_never_reaches_a_dump_tool_command_line(admin, shop, store,
     def spy(argv, *args, **kwargs):
         proc = real_popen(argv, *args, **kwargs)
         try:
-            seen.append(Path(f"/proc/{proc.pid}/cmdline").read_bytes())
-        except OSError:  # already exited: fall back to the argv we were given
-            seen.append("\0".join(argv).encode())
+            cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        except OSError:
+            cmdline = b""
+        # a process that already exited (gone, or a zombie with an empty cmdline): the argv we gave
+        seen.append(cmdline or "\0".join(argv).encode())
         return proc
 
     monkeypatch.setattr(mb.subprocess, "Popen", spy)
