@@ -6,13 +6,16 @@ Input (generated once into memory, in 1 MiB blocks as the pipeline hands them on
 like the files benchmark's tree (text files and half-random blobs, ``--kind files``) or
 SQL-dump-like text (``--kind sql``). Compared, median of ``--runs`` (level 3 each):
 
-* ``single``: the calling thread compresses (``threads=0``);
-* ``mt2-overlap-default``: 2 zstd workers, 4 MiB jobs, zstd's default job overlap;
-* ``mt2``: 2 workers, 4 MiB jobs, no overlap (``overlap_log=1``) -- what :class:`Codec`
-  uses for ``threads > 0``.
+* ``single``: zstd's streaming compressor in the calling thread (``threads=0``);
+* ``mt1``: one zstd worker, :data:`compression.ZSTD_MT_JOB_SIZE` jobs, no overlap -- the
+  codec's default (automatic threads);
+* ``mt2``: two such workers -- what a files backup's lone tar stream gets;
+* ``mt2-4MiB-overlap-default``: two workers, 4 MiB jobs and zstd's default job overlap (the
+  codec's earlier setting for ``threads > 0``).
 
 For each: wall seconds, CPU seconds (all threads of the process) and compressed bytes. It
-shows what a worker costs in CPU and size, the reason for the codec's choice of no overlap.
+shows what the workers cost in CPU and size, the reason for the codec's choice of small jobs
+without overlap.
 Results: a table on stdout and JSON in ``bench/results/zstd_mt.json``.
 """
 
@@ -30,6 +33,7 @@ from typing import Any, Optional
 
 import zstandard
 
+from ansible_collections.lifeboat.dr.plugins.module_utils.compression import ZSTD_MT_JOB_SIZE, ZSTD_MT_OVERLAP_LOG
 from bench.bench_files import text_bytes
 from bench.bench_pipeline import sql_blocks
 
@@ -37,8 +41,9 @@ MB = 1 << 20
 RESULTS = Path(__file__).resolve().parent / "results" / "zstd_mt.json"
 SETTINGS: dict[str, Optional[dict[str, Any]]] = {
     "single": None,
-    "mt2-overlap-default": {"threads": 2, "job_size": 4 * MB},
-    "mt2": {"threads": 2, "job_size": 4 * MB, "overlap_log": 1},
+    "mt1": {"threads": 1, "job_size": ZSTD_MT_JOB_SIZE, "overlap_log": ZSTD_MT_OVERLAP_LOG},
+    "mt2": {"threads": 2, "job_size": ZSTD_MT_JOB_SIZE, "overlap_log": ZSTD_MT_OVERLAP_LOG},
+    "mt2-4MiB-overlap-default": {"threads": 2, "job_size": 4 * MB},
 }
 
 
