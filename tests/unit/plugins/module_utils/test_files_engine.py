@@ -275,5 +275,5 @@ def test_a_folders_tar_stream_compresses_on_two_cores_unless_told_otherwise(monk
     writer = type("Writer", (), {"codec": set_codec})()
     codec = fe.tar_codec(writer)
     assert codec.workers == workers
-    assert (codec.algorithm, codec.effective_level) == ((set_codec or Codec()).algorithm,
-                                                       (set_codec or Codec()).effective_level)
+    expected = set_codec or Codec()
+    assert (codec.algorithm, codec.effective_level) == (expected.algorithm, expected.effective_level)
