@@ -451,7 +451,7 @@ def verify_records(base: Path, set_id: str, data_key: Optional[bytes], artifacts
 
     Artifacts are checked :data:`VERIFY_THREADS` at a time. ``known``: artifact path ->
     error (``None``: passed) of the same check already done on exactly that file (an early
-    read-back, see :meth:`SetWriter.artifact`); those are not read again. Returns one
+    read-back, see :meth:`Store.begin_set`); those are not read again. Returns one
     ``{"path", "kind", "ok", "error"}`` per entry, in the order given (artifacts, then
     files); never raises for a bad entry.
     """
@@ -1127,12 +1127,14 @@ def _codec_state(codec: Any) -> Optional[dict[str, Any]]:
 
 
 def _codec_from(data: Optional[dict[str, Any]]) -> Any:
-    """Inverse of :func:`_codec_state` (an entry without ``threads`` means 0)."""
+    """Inverse of :func:`_codec_state` (an entry without ``threads``, written before they were
+    kept, gets the default: automatic)."""
     if not data:
         return None
     from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
 
-    return replace(Codec.from_manifest(data), threads=int(data.get("threads") or 0))
+    codec = Codec.from_manifest(data)
+    return replace(codec, threads=int(data["threads"])) if data.get("threads") is not None else codec
 
 
 def _read_json(path: Path) -> Optional[dict[str, Any]]:

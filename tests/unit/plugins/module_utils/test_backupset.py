@@ -598,3 +598,9 @@ def test_without_early_read_back_publish_checks_everything_itself(store, ring, r
         assert read_backs == []
         writer.publish()
     assert read_backs == ["mysql/dump.sql"]
+
+
+def test_a_set_state_from_before_threads_were_kept_gets_the_automatic_default():
+    assert bs._codec_from({"algorithm": "zstd", "level": 3}) == Codec("zstd", 3)
+    assert bs._codec_from(bs._codec_state(Codec("zstd", 3, 0))) == Codec("zstd", 3, 0)
+    assert bs._codec_from(None) is None
