@@ -5,8 +5,10 @@ PY    := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST := $(PY) scripts/run_pytest.py
+# Lab kind of lab-up/down/status/env: process (default) or compose (`make lab-up LAB_KIND=compose`)
+export LAB_KIND
 
-.PHONY: setup lab-up lab-down lab-status lab-env demo test lint unit integration sanity drills drills-full bench build clean
+.PHONY: setup lab-up lab-down lab-status lab-env demo test lint unit integration sanity drills drills-full test-slow bench build clean
 
 setup:
 	@bash scripts/setup.sh
@@ -47,9 +49,13 @@ drills-full: lab-up
 test: setup
 	$(VENV)/bin/ruff check .
 	@$(PY) -m lab up
-	$(PYTEST) tests -m "not slow" --html=reports/test-report.html --self-contained-html
+	$(PYTEST) tests -m "not slow" --durations=25 --html=reports/test-report.html --self-contained-html
 	@bash scripts/sanity.sh
 	@if ls dr_tests/test_*.py >/dev/null 2>&1; then $(PYTEST) dr_tests -m quick --html=reports/dr-report.html --self-contained-html; fi
+
+# The tests marked slow (whole extra drills inside tests): not in `make test`'s 35-minute budget.
+test-slow: lab-up
+	$(PYTEST) tests -m slow --durations=25 --html=reports/test-slow-report.html --self-contained-html
 
 bench: lab-up
 	$(PY) -m bench.run_all

@@ -16,6 +16,13 @@ Compared, median of ``--runs`` (wall time):
   publish without the read-back check (``quick_verify=False``; that check is an extra read,
   reported separately).
 
+The peer is ``tar --xattrs --acls --sparse`` (Lifeboat keeps xattrs, ACLs and holes too);
+``--plain-tar`` drops those flags (the peer of results before 2026-12-03).
+
+``--sparse-case``: instead, a folder holding one 10 GiB file with 1 MiB of data (``--sparse-gib``)
+is backed up, against a folder holding just that 1 MiB as a plain file: with holes detected
+(``SEEK_DATA``/``SEEK_HOLE``) both take about the same time. Results in ``files_sparse.json``.
+
 ``ratio`` = tar_zstd_time / lifeboat_time (>= 0.9 is the goal: Lifeboat at least 0.9x as fast).
 Each run times both sides back to back, so the median of the per-run ratios is reported
 too (a pair sees about the same load on a shared machine), and CPU seconds (user+sys,
@@ -39,9 +46,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import files_engine as fe
-from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
-from ansible_collections.lifeboat.dr.plugins.module_utils.keys import FileKEK, KeyRing, create_key_file
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.files import engine as fe
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import Codec
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.keys import FileKEK, KeyRing, create_key_file
 
 MB = 1 << 20
 RESULTS = Path(__file__).resolve().parent / "results" / "files.json"
@@ -93,11 +100,14 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_tar_zstd(tree: Path, out: Path) -> tuple[float, float]:
+PEER_FLAGS = "--xattrs --acls --sparse"
+
+
+def run_tar_zstd(tree: Path, out: Path, flags: str = PEER_FLAGS) -> tuple[float, float]:
     """(wall s, CPU s of tar + zstd + the shell)."""
     cpu = _children_cpu()
     start = time.perf_counter()
-    subprocess.run(f"tar -cf - -C '{tree}' . | zstd -3 -T1 -q -f -o '{out}'", shell=True, check=True)
+    subprocess.run(f"tar {flags} -cf - -C '{tree}' . | zstd -3 -T1 -q -f -o '{out}'", shell=True, check=True)
     return time.perf_counter() - start, _children_cpu() - cpu
 
 
@@ -110,6 +120,49 @@ def run_lifeboat(tree: Path, store: Path, keyring: KeyRing, threads: Optional[in
     codec = Codec("zstd", 3) if threads is None else Codec("zstd", 3, threads)
     result = fe.run_files_backup(str(store), keyring, {"tree": str(tree)}, codec=codec, quick_verify=False)
     return time.perf_counter() - start, time.process_time() - cpu, result["stored_bytes"]
+
+
+def make_sparse_pair(work: Path, gib: int) -> tuple[Path, Path]:
+    """``sparse/disk.img``: ``gib`` GiB holding 1 MiB of random data in its middle;
+    ``dense/data.bin``: the same 1 MiB as a plain file."""
+    data = os.urandom(MB)
+    sparse, dense = work / "sparse", work / "dense"
+    for folder in (sparse, dense):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    with open(sparse / "disk.img", "wb") as f:
+        f.truncate(gib << 30)
+        f.seek((gib << 30) // 2)
+        f.write(data)
+    (dense / "data.bin").write_bytes(data)
+    return sparse, dense
+
+
+def sparse_case(work: Path, gib: int, runs: int, keyring: KeyRing, output: Path) -> dict:
+    """Time the backup of a ``gib`` GiB file with 1 MiB of data against that of the 1 MiB alone."""
+    sparse, dense = make_sparse_pair(work, gib)
+    sparse_times, dense_times, tar_times = [], [], []
+    stored = 0
+    for _ in range(runs):
+        wall, _cpu, stored = run_lifeboat(sparse, work / "store", keyring)
+        sparse_times.append(wall)
+        dense_times.append(run_lifeboat(dense, work / "store", keyring)[0])
+        tar_times.append(run_tar_zstd(sparse, work / "out.tar.zst")[0])
+    result = {
+        "sparse_file_gib": gib, "data_mib": 1, "runs": runs, "conditions": conditions(),
+        "lifeboat_sparse_s": round(statistics.median(sparse_times), 3),
+        "lifeboat_1mib_s": round(statistics.median(dense_times), 3),
+        "tar_sparse_zstd_s": round(statistics.median(tar_times), 3),
+        "lifeboat_sparse_stored_bytes": stored,
+        "lifeboat_sparse_all_s": [round(t, 3) for t in sparse_times],
+        "lifeboat_1mib_all_s": [round(t, 3) for t in dense_times],
+    }
+    print(f"sparse case: {gib} GiB file with 1 MiB of data, median of {runs}: Lifeboat {result['lifeboat_sparse_s']} s "
+          f"(stores {stored} B), the 1 MiB alone {result['lifeboat_1mib_s']} s, "
+          f"tar {PEER_FLAGS} | zstd -3 {result['tar_sparse_zstd_s']} s")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def conditions() -> dict:
@@ -126,10 +179,21 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="Lifeboat's zstd worker threads (the module option compression_threads; default: unset, "
                          "automatic)")
+    ap.add_argument("--plain-tar", action="store_true",
+                    help=f"peer without '{PEER_FLAGS}' (as results before 2026-12-03)")
+    ap.add_argument("--sparse-case", action="store_true",
+                    help="time a sparse file's backup against its data alone (results/files_sparse.json)")
+    ap.add_argument("--sparse-gib", type=int, default=10, help="size of the sparse file in GiB (default 10)")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lb-bench-files-"))
     tree, store, out = work / "tree", work / "store", work / "out.tar.zst"
+    flags = "" if args.plain_tar else PEER_FLAGS
     try:
+        if args.sparse_case:
+            create_key_file(work / "kek.key") if not (work / "kek.key").exists() else None
+            output = args.output if args.output != RESULTS else RESULTS.with_name("files_sparse.json")
+            sparse_case(work, args.sparse_gib, args.runs, KeyRing(FileKEK.load(work / "kek.key")), output)
+            return 0
         if not tree.exists():
             tree.mkdir(parents=True)
             counts = make_tree(tree, args.size)
@@ -137,11 +201,11 @@ def main() -> int:
             counts = {"files": sum(len(f) for _, _, f in os.walk(tree)), "bytes": args.size * MB}
         create_key_file(work / "kek.key") if not (work / "kek.key").exists() else None
         keyring = KeyRing(FileKEK.load(work / "kek.key"))
-        run_tar_zstd(tree, out)  # warm the page cache
+        run_tar_zstd(tree, out, flags)  # warm the page cache
         before = conditions()
         tar_times, lb_times, tar_cpu, lb_cpu, stored = [], [], [], [], 0
         for _ in range(args.runs):
-            wall, cpu = run_tar_zstd(tree, out)
+            wall, cpu = run_tar_zstd(tree, out, flags)
             tar_times.append(wall)
             tar_cpu.append(cpu)
             wall, cpu, stored = run_lifeboat(tree, store, keyring, args.threads)
@@ -152,6 +216,7 @@ def main() -> int:
         result = {
             "size_mb": args.size, "files": counts["files"], "runs": args.runs, "cpus": os.cpu_count(),
             "compression_threads": "automatic" if args.threads is None else args.threads,
+            "peer": f"tar {flags} -cf - | zstd -3 -T1".replace("  ", " "),
             "conditions": {"before": before, "after": conditions()},
             "tar_zstd_s": round(tar_med, 3), "lifeboat_s": round(lb_med, 3),
             "tar_zstd_mb_s": round(args.size / tar_med, 1), "lifeboat_mb_s": round(args.size / lb_med, 1),

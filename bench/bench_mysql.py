@@ -36,8 +36,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import keys
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import conn as my
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from lab.params import lab_mysql_params
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "mysql.json"
@@ -63,7 +64,7 @@ TABLES = {
 def lab_params() -> my.ConnParams:
     import lab
 
-    return my.ConnParams.from_lab_env(lab.env())
+    return lab_mysql_params(lab.env())
 
 
 def run_sql(params: my.ConnParams, *statements: str) -> None:
@@ -128,8 +129,8 @@ def child(args: list[str]) -> tuple[float, int]:
 
 def child_main(argv: list[str]) -> None:
     """The Lifeboat operations, run in a child process."""
-    from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_backup as mb
-    from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_restore as mr
+    from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import backup as mb
+    from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import restore as mr
 
     op, store, key_file, parallel, method = argv[0], argv[1], argv[2], int(argv[3]), argv[4]
     params = lab_params()

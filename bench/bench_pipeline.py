@@ -39,8 +39,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
-from ansible_collections.lifeboat.dr.plugins.module_utils.pipeline import open_artifact_reader, open_artifact_writer
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import Codec
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.pipeline import (
+    open_artifact_reader,
+    open_artifact_writer,
+)
 
 MB = 1 << 20
 KEY = b"bench-key-not-secret-32-bytes!!!"

@@ -115,14 +115,14 @@ def run_baseline(port: int, password: str, out: Path, cpu: list | None = None) -
 
 def child_backup(args: argparse.Namespace) -> int:
     """Child process: one Lifeboat backup; prints JSON {seconds, stored_bytes, peak_rss_mb}."""
-    from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
-    from ansible_collections.lifeboat.dr.plugins.module_utils.keys import FileKEK, KeyRing
-    from ansible_collections.lifeboat.dr.plugins.module_utils.redis_conn import RedisParams
-    from ansible_collections.lifeboat.dr.plugins.module_utils.redis_engine import run_redis_backup
+    from ansible_collections.lifeboat.dr.plugins.module_utils.components.redis.conn import RedisParams
+    from ansible_collections.lifeboat.dr.plugins.module_utils.components.redis.engine import run_redis_backup
+    from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import Codec
+    from ansible_collections.lifeboat.dr.plugins.module_utils.format.keys import FileKEK, KeyRing
 
     # imports happen before timing (as in the other benches); first-use costs (CRC tables) are timed
-    __import__("ansible_collections.lifeboat.dr.plugins.module_utils.backupset")
-    __import__("ansible_collections.lifeboat.dr.plugins.module_utils.pipeline")
+    __import__("ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog")
+    __import__("ansible_collections.lifeboat.dr.plugins.module_utils.format.pipeline")
 
     password = sys.stdin.readline().strip()
     keyring = KeyRing(FileKEK.load(args.key))
@@ -160,8 +160,8 @@ def main() -> int:
     if args.child:
         return child_backup(args)
 
-    from ansible_collections.lifeboat.dr.plugins.module_utils.keys import create_key_file
-    from ansible_collections.lifeboat.dr.plugins.module_utils.redis_engine import ScratchRedis
+    from ansible_collections.lifeboat.dr.plugins.module_utils.components.redis.engine import ScratchRedis
+    from ansible_collections.lifeboat.dr.plugins.module_utils.format.keys import create_key_file
 
     work = Path(tempfile.mkdtemp(prefix="lb-bench-redis-"))
     try:

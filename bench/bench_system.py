@@ -52,6 +52,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from lab.params import lab_mysql_params
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "system.json"
 PY = sys.executable
@@ -127,9 +129,8 @@ class PrivateLab:
                 "app": Path(e["LAB_APP_STORAGE"]), "vault": Path(e["LAB_VAULT_DATADIR"])}
 
     def mysql_params(self) -> Any:
-        from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
 
-        return my.ConnParams.from_lab_env(self.env)
+        return lab_mysql_params(self.env)
 
     def vault_env(self) -> dict[str, str]:
         """Environment for the ``bao`` CLI (the token never goes into argv)."""
@@ -138,7 +139,7 @@ class PrivateLab:
 
     def remove_kept_aside(self) -> None:
         """Drop what restores keep aside (``*__lbprev_*`` schemas, ``*.lbprev-*`` folders)."""
-        from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
+        from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import conn as my
 
         conn = my.connect(self.mysql_params())
         try:
@@ -185,7 +186,7 @@ def write_vault_secret(lab: PrivateLab) -> None:
 
 def check_restored(lab: PrivateLab, info: dict[str, Any]) -> None:
     """Cheap proof that a restore put the data back (row counts, key count, file count, secret)."""
-    from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
+    from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import conn as my
 
     conn = my.connect(lab.mysql_params())
     try:
@@ -430,7 +431,7 @@ def main() -> int:
         info = fill(lab, args.size, work)
         print(f"filled: {json.dumps(info)}", flush=True)
         empty, ping = write_overhead_playbooks(work)
-        from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
+        from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import conn as my
 
         rounds = []
         with my.option_file(lab.mysql_params()) as cnf:

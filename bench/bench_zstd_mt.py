@@ -33,7 +33,10 @@ from typing import Any, Optional
 
 import zstandard
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.compression import ZSTD_MT_JOB_SIZE, ZSTD_MT_OVERLAP_LOG
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import (
+    ZSTD_MT_JOB_SIZE,
+    ZSTD_MT_OVERLAP_LOG,
+)
 from bench.bench_files import text_bytes
 from bench.bench_pipeline import sql_blocks
 

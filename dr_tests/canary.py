@@ -13,6 +13,7 @@ seconds since the epoch (``time.time()``).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
@@ -60,6 +61,9 @@ class CanaryResult:
     holes: list[int]
     rpo_s: float
     last_survivor_at: float | None
+    newest_recovered_at: float | None = None
+    rpo_basis: str = ""
+    loss_window_end: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -71,13 +75,14 @@ class CanaryResult:
                 f"lost {len(self.lost)}, lost within RPO {len(self.lost_within_rpo)}, "
                 f"lost in outage {len(self.lost_in_outage)}, recovered {len(self.recovered)}, "
                 f"unexpected {len(self.unexpected)}, duplicates {len(self.duplicates)}, "
-                f"holes {len(self.holes)}, RPO {self.rpo_s:.1f} s")
+                f"holes {len(self.holes)}, RPO {self.rpo_s:.1f} s ({self.rpo_basis})")
 
 
 def check_canaries(writes: Iterable[CanaryWrite], present: Iterable[int], store: str, *,
                    fault_at: float, promise_at: float | None, recovered_at: float | None,
-                   seq_range: tuple[int, int] | None = None) -> CanaryResult:
-    """Classify every write of one store after recovery.
+                   seq_range: tuple[int, int] | None = None, outage_promised: bool = False,
+                   backup_at: float | None = None) -> CanaryResult:
+    """Classify every write of one store after recovery, and measure the real RPO.
 
     * ``present``: the seqs the store holds (as read back; repeats count as duplicates).
       Only seqs inside ``seq_range`` (``[first, end)``; default: the attempted ones'
@@ -87,17 +92,28 @@ def check_canaries(writes: Iterable[CanaryWrite], present: Iterable[int], store:
       (the backup/archive point the scenario promises; ``None`` promises nothing), else
       **lost within RPO** (allowed, but measured).
     * writes acknowledged after the fault and before ``recovered_at`` and missing are
-      **lost in outage** (reported); acknowledged at or after ``recovered_at`` and missing
-      are **lost** (recovery must not lose new writes).
+      **lost in outage**: only reported, unless ``outage_promised`` (the scenario promises
+      every acknowledged write, ``promise: fault``) -- then they are also **lost** and
+      count in the RPO. Acknowledged at or after ``recovered_at`` and missing: **lost**
+      (recovery must not lose new writes).
     * **recovered**: not acknowledged (error or no answer) but present.
     * **unexpected**: present but never attempted.
     * **holes**: the surviving pre-fault writes must be a prefix of the pre-fault writes
       with holes only at unacknowledged seqs: an acknowledged pre-fault seq missing while
       a later pre-fault seq survived is a hole (a restore that kept later data but not
       earlier).
-    * ``rpo_s`` = ``fault_at`` − acknowledgement time of the last acknowledged pre-fault
-      write that survived; 0 when every acknowledged pre-fault write survived; when none
-      survived, ``fault_at`` − the first acknowledgement (a lower bound).
+    * RPO, the real data-loss window: 0 when no acknowledged write up to the end of the
+      loss window was lost; else ``loss_window_end - newest_recovered_at``, where the end
+      is ``fault_at`` (or the acknowledgement of the latest counted outage loss, if later)
+      and ``newest_recovered_at`` is the newest state the recovery brought back:
+        - the acknowledgement of the newest surviving acknowledged write older than the
+          first lost one (``rpo_basis`` "newest surviving canary write"), else
+        - when no write of this drill survived before the first loss, the older of that
+          loss's acknowledgement (the recovered state predates it) and ``backup_at`` (the
+          consistency point of the restored backup: it holds nothing newer) -- so a backup
+          older than the canary writer is measured by its own age, not by the drill's few
+          seconds of writes.
+      ``rpo_basis`` names what the newest recovered state was taken from.
     """
     writes = sorted(writes, key=lambda w: w.seq)
     by_seq = {w.seq: w for w in writes}
@@ -127,13 +143,13 @@ def check_canaries(writes: Iterable[CanaryWrite], present: Iterable[int], store:
 
     surviving_acked = [w for w in acked_pre if w.seq in survivors]
     last_survivor_at = max((w.acked_at for w in surviving_acked if w.acked_at), default=None)
-    if all(w.seq in survivors for w in acked_pre):
-        rpo_s = 0.0
-    elif last_survivor_at is not None:
-        rpo_s = max(0.0, fault_at - last_survivor_at)
-    else:
-        first_ack = min((w.acked_at for w in acked_pre if w.acked_at), default=fault_at)
-        rpo_s = max(0.0, fault_at - first_ack)
+    counted = sorted(set(lost) | set(within) | (set(outage) if outage_promised else set()))
+    counted = [s for s in counted if by_seq[s].sent_at < fault_at or outage_promised and s in outage]
+    point = recovery_point(writes, survivors, store, counted, by_seq, fault_at=fault_at, backup_at=backup_at,
+                           last_survivor_at=last_survivor_at)
+    newest_recovered_at, rpo_basis, window_end, rpo_s = point
+    if outage_promised:
+        lost = sorted(set(lost) | set(outage))
 
     return CanaryResult(
         store=store,
@@ -148,7 +164,47 @@ def check_canaries(writes: Iterable[CanaryWrite], present: Iterable[int], store:
         holes=sorted(holes),
         rpo_s=rpo_s,
         last_survivor_at=last_survivor_at,
+        newest_recovered_at=newest_recovered_at,
+        rpo_basis=rpo_basis,
+        loss_window_end=window_end,
     )
+
+
+def recovery_point(writes: list[CanaryWrite], survivors: set[int], store: str, counted_lost: list[int],
+                   by_seq: dict[int, CanaryWrite], *, fault_at: float, backup_at: float | None,
+                   last_survivor_at: float | None) -> tuple[float | None, str, float, float]:
+    """``(newest_recovered_at, basis, loss_window_end, rpo_s)`` for one store (see
+    :func:`check_canaries`); ``counted_lost`` are the lost acknowledged seqs that count in RPO."""
+    if not counted_lost:
+        return last_survivor_at, "every acknowledged write survived", fault_at, 0.0
+    first_lost = by_seq[counted_lost[0]]
+    window_end = max([fault_at] + [by_seq[s].acked_at or fault_at for s in counted_lost])
+    before_loss = [w.acked_at for w in writes if w.seq < first_lost.seq and w.seq in survivors
+                   and w.acked_by(store) and w.acked_at]
+    if before_loss:
+        newest, basis = max(before_loss), "newest surviving canary write"
+    else:
+        upper = first_lost.acked_at if first_lost.acked_at is not None else first_lost.sent_at
+        if backup_at is not None and backup_at < upper:
+            newest, basis = backup_at, "backup consistency point (no canary write of this drill survived)"
+        else:
+            newest, basis = upper, "before the first lost canary write (no write of this drill survived)"
+    return newest, basis, window_end, max(0.0, window_end - newest)
+
+
+def coverage_problem(writes: Iterable[CanaryWrite], store: str, start: float, end: float,
+                     min_total: int = 20, min_per_s: float = 1.0) -> str | None:
+    """Why the canary writes do not cover the window ``[start, end)`` the scenario promises to
+    keep (None when they do): at least ``min_total`` writes acknowledged by ``store`` in it,
+    and at least ``min_per_s`` per second of it. Without that a drill proves nothing."""
+    acked = sum(1 for w in writes if w.acked_by(store) and w.acked_at is not None and start <= w.acked_at < end)
+    length = max(0.0, end - start)
+    needed = max(min_total, math.ceil(length * min_per_s))
+    if acked >= needed:
+        return None
+    return (f"canary {store}: only {acked} acknowledged writes in the promised window of {length:.1f} s "
+            f"(need at least {needed}: {min_total} in total and {min_per_s:g} per second) -- the drill "
+            "cannot show what was kept; check the app and the canary rate")
 
 
 class CanaryWriter(threading.Thread):

@@ -1,7 +1,9 @@
 """Real faults a drill injects, through the inventory's hosts (pytest-testinfra).
 
 Each fault is a class with ``inject()`` (does the damage, returns a one-line
-description for the report), ``heal()`` (optional: the harness's own part of recovery,
+description for the report), ``verify_effect()`` (checks the damage is really there --
+service down, files changed, keys gone -- and raises :class:`FaultHadNoEffect` if not, so
+a drill never "recovers" from a fault that did nothing), ``heal()`` (optional: the harness's own part of recovery,
 for faults that last a set time, e.g. a partition) and ``cleanup()`` (undo anything that
 would keep the lab broken after a failed drill; safe to call twice). Processes are
 found by the TCP port they listen on (``ss -ltnp``), so other labs on this machine are
@@ -17,6 +19,10 @@ import time
 from pathlib import Path
 
 from dr_tests.measure import SERVICES, DrillInventory, NotDrillable, listener_pid
+
+
+class FaultHadNoEffect(NotDrillable):
+    """The fault did not do its damage (the message says what is missing): the drill errors."""
 
 
 class Fault:
@@ -48,6 +54,23 @@ class Fault:
     def inject(self) -> str:
         raise NotImplementedError
 
+    def verify_effect(self) -> None:
+        """Raise :class:`FaultHadNoEffect` unless the damage of :meth:`inject` is in place."""
+        raise NotImplementedError
+
+    def service_down_problems(self, *services: str) -> list[str]:
+        """``service still listens on port N`` for each of ``services`` that is still up."""
+        problems = []
+        for service in services:
+            group, port_of = SERVICES[service]
+            if listener_pid(self.host(group), port_of(self.inv)) is not None:
+                problems.append(f"{service} still listens on port {port_of(self.inv)}")
+        return problems
+
+    def require(self, problems: list[str]) -> None:
+        if problems:
+            raise FaultHadNoEffect(f"{self.name}: " + "; ".join(problems))
+
     def heal(self) -> str | None:
         """The harness's part of recovery (e.g. end a partition); None when there is none."""
         return None
@@ -64,6 +87,9 @@ class KillApp(Fault):
     def inject(self) -> str:
         return f"kill -9 app (pid {self.kill9('app')})"
 
+    def verify_effect(self) -> None:
+        self.require(self.service_down_problems("app"))
+
 
 class CorruptMysqlDatadir(Fault):
     """Overwrite InnoDB pages of the live datadir with random bytes, then kill -9 mariadbd.
@@ -76,16 +102,26 @@ class CorruptMysqlDatadir(Fault):
     name = "corrupt_mysql_datadir"
     PAGE = 16384
     datadir: Path | None = None  # set by inject()
+    damaged: list[str] = []  # files whose pages were overwritten and read back changed
 
-    def damage(self, path: Path, offsets: list[int]) -> None:
+    def damage(self, path: Path, offsets: list[int]) -> bool:
+        """Overwrite a page at each offset with random bytes; True when every page read back
+        differs from what it held before (the file really changed)."""
+        changed = True
         with open(path, "r+b") as f:
             size = f.seek(0, os.SEEK_END)
             for offset in offsets:
                 if offset < size:
                     f.seek(offset)
-                    f.write(os.urandom(min(self.PAGE, size - offset)))
-            f.flush()
+                    before = f.read(min(self.PAGE, size - offset))
+                    noise = os.urandom(len(before))
+                    f.seek(offset)
+                    f.write(noise)
+                    f.flush()
+                    f.seek(offset)
+                    changed = changed and f.read(len(noise)) == noise != before
             os.fsync(f.fileno())
+        return changed
 
     def inject(self) -> str:
         datadir = Path(self.inv.var("mysql", "lifeboat_mysql_datadir"))
@@ -98,11 +134,23 @@ class CorruptMysqlDatadir(Fault):
         for path in [datadir / "ibdata1", datadir / "ib_logfile0", *sorted((datadir / "demo").glob("*.ibd"))]:
             if path.exists():
                 size = path.stat().st_size
-                self.damage(path, [0, self.PAGE * 3, (size // 2) // self.PAGE * self.PAGE])
-                damaged.append(path.name)
+                if self.damage(path, [0, self.PAGE * 3, (size // 2) // self.PAGE * self.PAGE]):
+                    damaged.append(path.name)
+        self.damaged = damaged
+        if "ibdata1" not in damaged or not any(name.endswith(".ibd") for name in damaged):
+            # checked before the kill: a wrong path leaves the server running and the lab intact
+            raise FaultHadNoEffect(
+                f"corrupt_mysql_datadir damaged {len(damaged)} files in {datadir} ({', '.join(damaged) or 'none'}): "
+                "no ibdata1 / demo/*.ibd there -- lifeboat_mysql_datadir must be the live server's datadir")
         pid = self.kill9("mysql")
         self.datadir = datadir
         return f"random bytes over {len(damaged)} InnoDB files ({', '.join(damaged[:4])}...), kill -9 mariadbd ({pid})"
+
+    def verify_effect(self) -> None:
+        problems = self.service_down_problems("mysql")
+        if not self.damaged:
+            problems.append("no InnoDB file was changed")
+        self.require(problems)
 
     def cleanup(self) -> None:
         """If recovery did not bring a server back, move the damaged datadir aside (kept as
@@ -132,6 +180,26 @@ class RedisDataLoss(Fault):
         self.host("redis").run_expect([0], f"rm -rf '{folder}/dump.rdb' '{folder}/appendonlydir'")
         return f"FLUSHALL; rm {folder}/dump.rdb {folder}/appendonlydir"
 
+    def verify_effect(self) -> None:
+        """Every key is gone (but the canary sorted set the drill's writer keeps adding to in
+        db 0) and neither the RDB file nor the AOF folder exists."""
+        import redis
+        client = redis.Redis(host=str(self.inv.var("redis", "lifeboat_redis_host")),
+                             port=int(self.inv.var("redis", "lifeboat_redis_port")),
+                             password=self.inv.var("redis", "lifeboat_redis_password"), socket_timeout=5)
+        try:
+            keyspace = client.info("keyspace")
+            left = {db: info["keys"] - (1 if db == "db0" and client.exists("canary") else 0)
+                    for db, info in keyspace.items()}
+        finally:
+            client.close()
+        problems = [f"{db} still holds {n} keys" for db, n in sorted(left.items()) if n > 0]
+        folder = self.inv.var("redis", "lifeboat_redis_dir")
+        for name in ("dump.rdb", "appendonlydir"):
+            if self.host("redis").file(f"{folder}/{name}").exists:
+                problems.append(f"{folder}/{name} still exists")
+        self.require(problems)
+
 
 class WipeEverything(Fault):
     """kill -9 every service, then delete the contents of every data folder."""
@@ -140,17 +208,28 @@ class WipeEverything(Fault):
 
     def inject(self) -> str:
         killed = [f"{service} ({self.kill9(service)})" for service in ("app", "vault", "redis", "mysql")]
-        folders = [
-            ("mysql", self.inv.var("mysql", "lifeboat_mysql_datadir")),
-            ("redis", self.inv.var("redis", "lifeboat_redis_dir")),
-            ("vault", self.inv.var("vault", "lifeboat_vault_datadir")),
-            ("app", self.inv.var("app", "lifeboat_app_storage")),
-        ]
+        folders = self.folders()
         for group, folder in folders:
             if not folder or str(folder) in ("/", ""):
                 raise NotDrillable(f"data folder of {group} is not set in the inventory")
             self.host(group).run_expect([0], f"find '{folder}' -mindepth 1 -delete")
         return f"kill -9 {', '.join(killed)}; emptied {', '.join(str(f) for _, f in folders)}"
+
+    def folders(self) -> list[tuple[str, str]]:
+        return [
+            ("mysql", self.inv.var("mysql", "lifeboat_mysql_datadir")),
+            ("redis", self.inv.var("redis", "lifeboat_redis_dir")),
+            ("vault", self.inv.var("vault", "lifeboat_vault_datadir")),
+            ("app", self.inv.var("app", "lifeboat_app_storage")),
+        ]
+
+    def verify_effect(self) -> None:
+        problems = self.service_down_problems("app", "vault", "redis", "mysql")
+        for group, folder in self.folders():
+            left = self.host(group).run(f"find '{folder}' -mindepth 1 -maxdepth 1 | head -3").stdout.split()
+            if left:
+                problems.append(f"{folder} is not empty ({', '.join(left)})")
+        self.require(problems)
 
 
 class PartitionDb(Fault):
@@ -192,6 +271,16 @@ class PartitionDb(Fault):
             host.run_expect([0], f"kill -STOP {self.pid}")
         self.started = time.time()
         return f"partition of the database for {self.duration_s:.0f} s ({self.mode})"
+
+    def verify_effect(self) -> None:
+        if self.veth:
+            shown = subprocess.run(["ip", "-j", "link", "show", str(self.veth)], capture_output=True, text=True,
+                                   check=False)
+            flags = json.loads(shown.stdout)[0].get("flags", []) if shown.returncode == 0 and shown.stdout else []
+            self.require([f"link {self.veth} is still up"] if "UP" in flags or shown.returncode != 0 else [])
+        else:
+            state = self.host("mysql").run(f"awk '{{print $3}}' /proc/{self.pid}/stat").stdout.strip()
+            self.require([] if state == "T" else [f"mariadbd ({self.pid}) is not stopped (state {state or 'gone'})"])
 
     def heal(self) -> str:
         time.sleep(max(0.0, self.started + self.duration_s - time.time()))

@@ -17,6 +17,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -231,6 +232,42 @@ def wait_healthy(app_url: str, timeout_s: float, interval_s: float = 0.5) -> flo
     return None
 
 
+def newest_canaries(app_url: str, seq_range: tuple[int, int], timeout_s: float = 3.0) -> dict | None:
+    """``GET /canary/latest?from=A&to=B``: the newest canary record per store in the seq
+    range (a real read of data the drill wrote), or None when the app does not answer 200."""
+    first, end = seq_range
+    try:
+        answer = requests.get(f"{app_url}/canary/latest", params={"from": first, "to": end}, timeout=timeout_s)
+    except requests.RequestException:
+        return None
+    return answer.json() if answer.status_code == 200 else None
+
+
+def serving_problem(app_url: str, seq_range: tuple[int, int], stores: list[str]) -> str | None:
+    """Why the app does not serve the drill's data yet (None when it does): ``/health`` must
+    answer 200 AND ``/canary/latest`` must return a record of this drill from every store in
+    ``stores`` -- a read of real data, not a ping."""
+    if not health_ok(app_url):
+        return "GET /health is not 200"
+    newest = newest_canaries(app_url, seq_range)
+    if newest is None:
+        return "GET /canary/latest is not 200"
+    missing = [s for s in stores if not isinstance(newest.get(s), dict)]
+    return f"no canary record of this drill readable from {', '.join(missing)}" if missing else None
+
+
+def wait_serving(app_url: str, seq_range: tuple[int, int], stores: list[str], timeout_s: float,
+                 interval_s: float = 0.5) -> float | None:
+    """The time the app first served a real read of the drill's data (see :func:`serving_problem`),
+    or None if it did not within ``timeout_s``."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if serving_problem(app_url, seq_range, stores) is None:
+            return time.time()
+        time.sleep(interval_s)
+    return None
+
+
 class HealthMonitor(threading.Thread):
     """Polls /health every ``interval_s`` and records ``(time, ok)`` samples until ``stop()``."""
 
@@ -421,11 +458,73 @@ def fingerprint(inv: DrillInventory) -> dict[str, dict[str, str]]:
 
 
 def fingerprint_differences(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) -> list[str]:
-    """Human-readable differences (``component item: before -> after``); empty when equal."""
+    """Human-readable differences (``component item: before -> after``); empty when equal.
+
+    A component that could not be read (``{"error": ...}``) on either side is a difference
+    even when both sides hold the same error: an unreadable component was not checked, so
+    it can never count as equal.
+    """
     differences = []
     for component in sorted(set(before) | set(after)):
         old, new = before.get(component, {}), after.get(component, {})
+        unreadable = [f"{when}: {side['error']}" for when, side in (("before", old), ("after", new)) if "error" in side]
+        if unreadable:
+            differences.append(f"{component} could not be read ({'; '.join(unreadable)}): not checked, not equal")
+            continue
         for item in sorted(set(old) | set(new)):
             if old.get(item) != new.get(item):
                 differences.append(f"{component} {item}: {old.get(item, 'missing')} -> {new.get(item, 'missing')}")
     return differences
+
+
+def unreadable_components(prints: dict[str, dict[str, str]]) -> list[str]:
+    """``component: error`` for every component a fingerprint could not read."""
+    return [f"{name}: {value['error']}" for name, value in sorted(prints.items()) if "error" in value]
+
+
+# --- backup point --------------------------------------------------------------------------
+CANARY_STORE_COMPONENT = {"mysql": "mysql", "redis": "redis", "file": "app"}
+
+
+def epoch_of(text: str) -> float:
+    """Epoch seconds of a manifest time (``2026-01-01T00:00:00.123Z``)."""
+    return datetime.fromisoformat(text[:-1] + "+00:00").timestamp() if text.endswith("Z") else float("nan")
+
+
+def backup_points(store: Path, set_id: str) -> tuple[dict[str, float], str]:
+    """When the data of set ``set_id`` (in ``store``) was captured, per component.
+
+    From its ``backup_manifest.json``: each component's capture end
+    (``component_metadata.<c>.lifeboat_capture.finished``: the component holds nothing
+    newer), else the set's ``end_time``. Returns ``({component: epoch}, source)``; when the
+    manifest cannot be read, the time in the set id (the set's start) for every component
+    and a source saying so. Raises ValueError only for an id that carries no time.
+    """
+    try:
+        manifest = json.loads((Path(store) / set_id / "backup_manifest.json").read_text())
+        end = epoch_of(manifest["end_time"])
+        points = {}
+        for component in manifest.get("components", []):
+            capture = (manifest.get("component_metadata", {}).get(component) or {}).get("lifeboat_capture") or {}
+            points[component] = epoch_of(capture["finished"]) if capture.get("finished") else end
+        return points, "its manifest: component capture end"
+    except (OSError, ValueError, KeyError, TypeError):
+        match = re.search(r"_(\d{8}T\d{6}Z)_", set_id)
+        if not match:
+            raise ValueError(f"backup id {set_id!r} carries no time and {store}/{set_id} has no readable manifest "
+                             "-- give --backup-path STORE holding the set") from None
+        when = datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+        return {c: when for c in CANARY_STORE_COMPONENT.values()}, "the time in its id (manifest unreadable)"
+
+
+def mysql_method_of(store: Path, set_id: str) -> str | None:
+    """``physical`` or ``logical``: how set ``set_id`` (in ``store``) backed MySQL up, from its manifest's
+    ``component_metadata.mysql.method``; None when the set has no mysql component or no readable manifest."""
+    try:
+        manifest = json.loads((Path(store) / set_id / "backup_manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if "mysql" not in manifest.get("components", []):
+        return None
+    method = (manifest.get("component_metadata", {}).get("mysql") or {}).get("method")
+    return "physical" if method == "physical" else "logical"

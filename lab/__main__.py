@@ -5,13 +5,51 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import LifeboatError
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_logger
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError, LifeboatError
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import get_logger
 from lab import services
 from lab.envinfo import env, export_lines
 from lab.layout import load_layout
+
+KINDS = ("process", "compose")
+
+
+def lab_kind(args: argparse.Namespace) -> str:
+    """The lab kind of a command: ``--kind``, else ``$LAB_KIND``, else ``process``."""
+    kind = getattr(args, "kind", None) or os.environ.get("LAB_KIND", "").strip() or "process"
+    if kind not in KINDS:
+        raise ConfigError(f"LAB_KIND={kind!r} is not a lab kind", hint=f"use one of: {', '.join(KINDS)}")
+    return kind
+
+
+def run_compose(args: argparse.Namespace) -> int:
+    """``up|down|status|env`` of the compose lab (lab/compose/lab.py)."""
+    from lab.compose import lab as compose_lab
+
+    if args.command == "env":
+        sys.stdout.write(export_lines(compose_lab.env()))
+        return 0
+    if args.command == "up":
+        rows = compose_lab.up(seed_rows=args.rows)
+    elif args.command == "down":
+        compose_lab.down()
+        rows = compose_lab.status() if compose_lab.load_compose_layout().compose_dir.exists() else []
+    else:
+        rows = compose_lab.status()
+    if getattr(args, "json", False):
+        print(json.dumps(rows, indent=2))
+        return 0
+    layout = compose_lab.load_compose_layout()
+    print(f"{'SERVICE':8} {'COMPONENT':9} {'STATE':8} {'HEALTH':9} {'ADDRESS':22} VOLUME")
+    for row in rows:
+        print(f"{row['service']:8} {row['component']:9} {row['state']:8} {row['health'] or '-':9} "
+              f"{row['address']:22} {row['volume']}")
+    print(f"project {layout.project}  subnet {layout.subnet}  DOCKER_HOST={layout.docker_host}  "
+          f"state folder: {layout.state_dir}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,10 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start everything (idempotent)")
     up.add_argument("--rows", type=int, default=None, help="demo rows if seeding is needed")
-    sub.add_parser("down", help="stop every process the lab started")
+    down = sub.add_parser("down", help="stop every process the lab started (compose: remove what it made)")
     st = sub.add_parser("status", help="what runs where")
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    sub.add_parser("env", help="print export lines of the LAB_* variables (contains secrets)")
+    env_parser = sub.add_parser("env", help="print export lines of the LAB_* variables (contains secrets)")
+    for kind_parser in (up, down, st, env_parser):
+        kind_parser.add_argument("--kind", choices=KINDS, default=None,
+                                 help="process (default) or compose; default: $LAB_KIND, else process")
     sd = sub.add_parser("seed", help="(re)seed the demo data (idempotent)")
     sd.add_argument("--rows", type=int, default=None, help="number of customers (orders: twice; default 2000)")
     sv = sub.add_parser("service", help="act on one service")
@@ -102,6 +143,8 @@ def configure_logging(quiet: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.command == "multihost":
         return run_multihost(args)
+    if args.command in ("up", "down", "status", "env") and lab_kind(args) == "compose":
+        return run_compose(args)
     if args.command == "up":
         print(format_table(services.up(seed_rows=args.rows)))
     elif args.command == "down":

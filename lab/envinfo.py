@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import shlex
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError
 from lab import svc_mysql, svc_redis
-from lab.layout import load_layout
+from lab.layout import Layout, load_layout
 from lab.secrets import load_secrets
 
 ENV_NAMES = (
@@ -27,7 +27,11 @@ def env(state_dir: str | os.PathLike | None = None) -> dict[str, str]:
     Raises :class:`ConfigError` if the lab was never brought up (no secrets yet).
     ``LAB_VAULT_TOKEN`` is '' until OpenBao has been configured.
     """
-    layout = load_layout(state_dir)
+    return values_for(load_layout(state_dir))
+
+
+def values_for(layout: Layout) -> dict[str, str]:
+    """The ``LAB_*`` values of the lab described by ``layout`` (see :func:`env`)."""
     secrets = load_secrets(layout)
     if not secrets:
         raise ConfigError(f"no lab in {layout.state_dir} (no secrets.json)", hint="run `python -m lab up` first")

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_HOST = "127.0.0.1"

@@ -40,8 +40,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError, DependencyMissing, LifeboatError
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_logger
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
+    ConfigError,
+    DependencyMissing,
+    LifeboatError,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import get_logger
 from lab import procs
 from lab.layout import REPO_DIR, Layout, load_layout, write_layout
 

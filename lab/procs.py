@@ -18,7 +18,11 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError, DependencyMissing, LifeboatError
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
+    ConfigError,
+    DependencyMissing,
+    LifeboatError,
+)
 
 #: Environment passed to services: nothing from the caller (no tokens, no passwords).
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}

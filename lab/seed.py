@@ -18,7 +18,7 @@ import hashlib
 import random
 from pathlib import Path
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_logger
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import get_logger
 from lab import svc_mysql, svc_redis
 from lab.demoapp.app import SCHEMA as APP_SCHEMA
 from lab.layout import Layout

@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_logger
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import get_logger
 from lab import procs, svc_app, svc_mysql, svc_redis, svc_vault
 from lab.layout import Layout, load_layout
 from lab.secrets import ensure_key_files, ensure_secrets, make_private_dir

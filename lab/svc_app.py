@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_logger
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import get_logger
 from lab import procs
 from lab.layout import REPO_DIR, Layout
 from lab.secrets import make_private_dir

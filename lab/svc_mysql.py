@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import LifeboatError
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_logger
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import LifeboatError
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import get_logger
 from lab import procs
 from lab.layout import Layout
 from lab.secrets import ensure_secrets, make_private_dir

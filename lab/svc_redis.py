@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_logger
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import get_logger
 from lab import procs
 from lab.layout import Layout
 from lab.secrets import ensure_secrets, make_private_dir, write_private_file

@@ -18,8 +18,8 @@ import os
 import secrets as _random
 import time
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError, LifeboatError
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import get_logger
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError, LifeboatError
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import get_logger
 from lab import procs
 from lab.layout import REPO_DIR, Layout
 from lab.secrets import ensure_secrets, load_secrets, make_private_dir, update_secrets, write_private_file

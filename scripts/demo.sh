@@ -32,7 +32,7 @@ else
     echo "(the lifeboat CLI is not installed yet; listing with Python instead)"
     $py - "$store" <<'PY'
 import sys
-from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
 for s in Store(sys.argv[1]).list_sets():
     print(f"{s.set_id:34} {s.status:9} {s.verified_mode or '-':6} {','.join(s.components):22} {s.stored_bytes:>10} B")
 PY

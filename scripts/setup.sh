@@ -16,7 +16,10 @@ declare -A NEED=(
   [sshd]=openssh-server [ssh]=openssh-client [ip]=iproute2 [rsync]=rsync
   [swift-proxy-server]=swift-proxy [swift-account-server]=swift-account
   [swift-container-server]=swift-container [swift-object-server]=swift-object [swift-ring-builder]=swift
-  [memcached]=memcached
+  [memcached]=memcached [getfattr]=attr [setfattr]=attr [getfacl]=acl [setfacl]=acl
+  # the compose lab (lab/compose): podman with runc (crun fails here), its CNI plugins and iptables,
+  # debootstrap to build the lab image from Debian packages
+  [podman]=podman [runc]=runc [debootstrap]=debootstrap [iptables]=iptables
 )
 missing=()
 for bin in "${!NEED[@]}"; do
@@ -24,6 +27,7 @@ for bin in "${!NEED[@]}"; do
     missing+=("${NEED[$bin]}")
   fi
 done
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 if [ ${#missing[@]} -gt 0 ]; then
   pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
   echo "setup: installing missing Debian packages: $pkgs"
@@ -59,7 +63,7 @@ echo "$ROOT" > "$site/lifeboat_repo.pth"
 
 # --- console commands -------------------------------------------------------------
 for cmd in lifeboat lifeboat-decrypt; do
-  mod=cli; [ "$cmd" = lifeboat-decrypt ] && mod=breakglass
+  mod=edge.cli; [ "$cmd" = lifeboat-decrypt ] && mod=edge.breakglass
   cat > ".venv/bin/$cmd" <<SHIM
 #!$ROOT/.venv/bin/python
 import sys

@@ -14,6 +14,10 @@ Endpoints (all answers JSON):
   ``demo.canary``, Redis (``ZADD canary seq seq``, db 0) and ``storage/canary.log``
   (flushed and fsynced); 200 only when all three acknowledged, else 503.
 * ``GET /canary``: ``{"mysql": [seq...], "redis": [seq...], "file": [seq...]}`` (sorted).
+* ``GET /canary/latest?from=A&to=B``: per store the newest canary record with
+  ``A <= seq < B`` read from that store (``{"seq": n, "ts": t}``; ``ts`` null for Redis,
+  which keeps only the seq), or null when it holds none; 200 when every store answered,
+  else 503. A real read of stored data (the drill's RTO ends on it), unlike ``/health``.
 * ``POST /files?name=NAME`` (body = content): stores ``storage/uploads/NAME`` and a
   row ``demo.files(path, sha256, size)``; ``GET /files`` lists those rows.
 """
@@ -240,6 +244,42 @@ def read_canaries(backends: Backends) -> tuple[dict, bool]:
     return result, ok
 
 
+def read_newest_canaries(backends: Backends, first: int, end: int) -> tuple[dict, bool]:
+    """The newest canary record with ``first <= seq < end`` in each store (None where the
+    store holds none; an error description where it failed) and whether all answered."""
+    result: dict[str, dict | str | None] = {}
+
+    def from_mysql() -> dict | None:
+        with backends.mysql() as conn, conn.cursor() as cur:
+            cur.execute("SELECT seq, client_ts FROM canary WHERE seq >= %s AND seq < %s ORDER BY seq DESC LIMIT 1",
+                        (first, end))
+            row = cur.fetchone()
+            return {"seq": int(row[0]), "ts": float(row[1])} if row else None
+
+    def from_redis() -> dict | None:
+        found = backends.redis_call(lambda r: r.zrevrangebyscore("canary", f"({end}", first, start=0, num=1))
+        return {"seq": int(float(found[0])), "ts": None} if found else None
+
+    def from_file() -> dict | None:
+        path = backends.storage / "canary.log"
+        newest = None
+        if path.exists():
+            for line in path.read_text(encoding="ascii", errors="replace").splitlines():
+                parts = line.split(" ")
+                if len(parts) == 2 and parts[0].lstrip("-").isdigit() and first <= int(parts[0]) < end:
+                    if newest is None or int(parts[0]) > newest["seq"]:
+                        newest = {"seq": int(parts[0]), "ts": float(parts[1])}
+        return newest
+
+    ok = True
+    for name, reader in {"mysql": from_mysql, "redis": from_redis, "file": from_file}.items():
+        try:
+            result[name] = reader()
+        except Exception as err:  # noqa: BLE001
+            result[name], ok = f"error: {type(err).__name__}: {str(err)[:200]}", False
+    return result, ok
+
+
 def store_file(backends: Backends, name: str, body: bytes) -> dict:
     """Save ``body`` as storage/uploads/NAME (fsynced, atomic) and upsert its demo.files row."""
     folder = backends.storage / "uploads"
@@ -295,6 +335,15 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/canary":
             seqs, ok = read_canaries(backends)
             self.send_json(200 if ok else 503, seqs)
+        elif path == "/canary/latest":
+            query = parse_qs(urlparse(self.path).query)
+            try:
+                first, end = int(query["from"][0]), int(query["to"][0])
+            except (KeyError, ValueError):
+                self.send_json(400, {"error": "expected /canary/latest?from=INT&to=INT"})
+                return
+            newest, ok = read_newest_canaries(backends, first, end)
+            self.send_json(200 if ok else 503, newest)
         elif path == "/files":
             try:
                 self.send_json(200, list_files(backends))

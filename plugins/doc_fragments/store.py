@@ -64,4 +64,39 @@ options:
         backup's one tar stream per folder gets two on a host with 2 or more CPUs, so that its
         compression uses the second core. See C(docs/performance.md).
     type: int
+  run_owner:
+    description:
+      - Identity of the controller process that drives this run, so that a backup set it leaves
+        open when it dies (kill -9, cancelled AWX job, OOM, reboot) blocks no later backup. The
+        playbooks pass C(lifeboat_run_owner), computed once per play on the controller by the
+        lookup C(lifeboat.dr.run_owner).
+      - Keys C(host) (host name), C(pid) (of the C(ansible-playbook) process, not of the
+        module), C(start_ticks) (its start time, field 22 of C(/proc/<pid>/stat)), C(boot_id)
+        (C(/proc/sys/kernel/random/boot_id)) and optionally C(pid_ns) (its pid namespace).
+      - Recorded with the lease of a set opened by M(lifeboat.dr.backup_set). On the
+        controller's own host a dead owner ends that lease at once; elsewhere the lease lasts 5
+        minutes, renewed by every step. No secrets.
+      - Long runs (component backups and restores, binary-log archiving, PITR, verification)
+        with O(progress_interval_s) above 0 watch it too - a run whose controller is provably
+        gone stops itself (and its child processes) within 5 seconds, so a killed
+        C(ansible-playbook) never leaves an C(async) backup running that holds the store's locks.
+    type: dict
+  progress_id:
+    description:
+      - Name of this run's status file C(<store>/progress/<progress_id>.json) (reduced to
+        letters, digits, C(.), C(_) and C(-)). The roles pass one that their polling task
+        (M(lifeboat.dr.run_progress)) reads back. Default C(<host>-<component>-<kind>-<pid>).
+      - Only long runs (component backups and restores, binary-log archiving, PITR,
+        verification) keep a status file; other modules ignore it.
+    type: str
+  progress_interval_s:
+    description:
+      - While a long run works, its status file (bytes done and total, rate, ETA, current
+        step, rows or events where known, run owner, pid, start and update times - never a
+        secret) is replaced atomically at most every half of this many seconds, and at least
+        every this many seconds as a heartbeat; it is removed when the run ends.
+        C(lifeboat jobs --running) and the health report read it.
+      - V(0) keeps no status file.
+    type: float
+    default: 15.0
 '''

@@ -26,16 +26,15 @@ options:
     description: Fail the task when the chain is broken (else only report it).
     type: bool
     default: true
+extends_documentation_fragment:
+  - lifeboat.dr.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The module never changes anything.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: full
 '''
 
@@ -61,9 +60,9 @@ problems:
   elements: dict
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import audit
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import LifeboatModule, run_module
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import IntegrityError
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import LifeboatModule, run_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import audit
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import IntegrityError
 
 
 def verify_trail(module):

@@ -25,12 +25,19 @@ description:
   - Publish and abort append the set's record to the job history (C(<store>/jobs/history.jsonl),
     kind C(backup), one record per set - an abort after a failed publish replaces it) and an
     audit record; a failure to write them is logged, never fails the task.
+  - The lease of an open set lasts 5 minutes and every step (each component module, publish)
+    renews it. O(action=open) takes over the lease of an earlier run at once when its
+    O(run_owner) is provably gone (same host and boot, process dead or its pid reused), else
+    when its lease expired; the earlier run's partial set is removed and the takeover is
+    recorded in the job history and the audit trail. An open refused because another run
+    holds the lease is recorded as a C(refused) backup job.
   - O(action=resolve) picks a published set (O(backup_id), or the newest usable one) and returns
     its summary; it changes nothing.
 author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
   - lifeboat.dr.store
+  - lifeboat.dr.attributes
 options:
   action:
     description:
@@ -81,14 +88,11 @@ options:
     choices: [restorable, unverified_full]
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: open, publish and abort report what they would do and change nothing; resolve runs as usual.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: partial
     details: open creates a new set every time; abort of a set already gone reports no change.
 seealso:
@@ -149,15 +153,16 @@ would:
   type: str
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import orchestrate
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
     LifeboatModule,
     codec_from_params,
     keyring_from_params,
     merge_specs,
     run_module,
+    run_owner_from_params,
     store_argument_spec,
 )
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops import orchestrate
 
 
 def argument_spec():
@@ -189,8 +194,9 @@ def act(module):
         return orchestrate.abort_multi_set_recorded(p["store"], p["set_id"], p["reason"])
     keyring = keyring_from_params(p)
     if p["action"] == "open":
-        opened = orchestrate.open_multi_set(p["store"], components, keyring, codec=codec_from_params(p),
-                                            owner=p["owner"], purpose=p["purpose"])
+        opened = orchestrate.open_multi_set_recorded(p["store"], components, keyring, codec=codec_from_params(p),
+                                                     owner=p["owner"], purpose=p["purpose"],
+                                                     run_owner=run_owner_from_params(p))
         return dict(changed=True, **opened)
     return dict(changed=True, **orchestrate.publish_multi_set_recorded(p["store"], p["set_id"], keyring,
                                                                        quick_verify=p["quick_verify"]))

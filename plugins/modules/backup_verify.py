@@ -21,7 +21,7 @@ description:
     restored into a scratch OpenBao and unsealed with the escrowed keys (and O(vault_check_path) read);
     every app file is hashed against its list."
   - Both modes report the capture-time spread of the components and run the reference checks named in
-    O(reference_checks) (see C(plugins/module_utils/consistency.py)).
+    O(reference_checks) (see C(plugins/module_utils/ops/consistency.py)).
   - The report is stored as the set's verification record in C(<store>/verifications/<set_id>/)
     (a published set is never modified); the catalog then shows the set as verified or failed.
   - O(mode=full) reports RV(restore_durations_s), the measured time of each component's load/restore
@@ -32,6 +32,7 @@ author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
   - lifeboat.dr.store
+  - lifeboat.dr.attributes
 options:
   backup_id:
     description:
@@ -79,14 +80,11 @@ options:
     default: true
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Runs the checks but stores no verification record, job record or audit record.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: partial
     details: The set is never changed; each run adds one verification record (reported as changed).
 seealso:
@@ -139,17 +137,17 @@ record:
   type: str
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import orchestrate
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
     LifeboatModule,
     keyring_from_params,
     merge_specs,
     run_module,
     store_argument_spec,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import VerificationFailed
-from ansible_collections.lifeboat.dr.plugins.module_utils.oplog import run_recorded, verify_fields
-from ansible_collections.lifeboat.dr.plugins.module_utils.set_verify import verify_set
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops import orchestrate
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops.set_verify import verify_set
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.oplog import run_recorded, verify_fields
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import VerificationFailed
 
 
 def argument_spec():
@@ -193,7 +191,8 @@ def _verify(module, components, handle):
 
 
 def main():
-    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="verify")
+    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="verify",
+                            progress_kind="verify")
     run_module(module, verify)
 
 

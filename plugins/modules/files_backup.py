@@ -12,8 +12,11 @@ short_description: Back up application folders as encrypted pax tar streams, ful
 version_added: 0.1.0
 description:
   - Each named folder of O(paths) becomes one pax tar stream C(app/<name>.tar.zst.enc) in a new
-    backup set, keeping modes, numeric owners, mtimes and symlinks (stored as symlinks, never
-    followed). Hard links are stored as separate files; devices, fifos and sockets are skipped.
+    backup set, keeping modes, numeric owners, mtimes, symlinks of any target (stored as symlinks,
+    never followed), hard links (tar link members), extended attributes and POSIX ACLs
+    (C(SCHILY.xattr.*) pax headers) and holes of sparse files (GNU sparse 1.0 members, only the data is read).
+  - Devices, fifos and sockets hold no data to copy and are skipped; the task warns once per folder,
+    naming them and their kind, and RV(folders) lists them as C(skipped_special).
   - A per-file SHA-256 list is computed while streaming and stored as C(app/<name>_files.json).
   - A file whose size or mtime changes while it is read is stored as read and reported in
     RV(folders) C(changed_during_backup).
@@ -27,6 +30,7 @@ author:
 extends_documentation_fragment:
   - lifeboat.dr.store
   - lifeboat.dr.set_member
+  - lifeboat.dr.attributes
 options:
   paths:
     description:
@@ -57,14 +61,11 @@ options:
     choices: [app, full]
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Walks the folders and reports entry counts and bytes; writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: none
     details: Every run creates a new backup set.
 seealso:
@@ -101,7 +102,10 @@ incremental:
   returned: success, not in check mode
   type: bool
 folders:
-  description: Per folder name, counts of entries, stored files and bytes, deletions and files that changed while read.
+  description:
+    - Per folder name, counts of entries, stored files and bytes, deletions, files that changed while read
+      (C(changed_during_backup)), special files skipped (C(skipped_special), path and kind), further names of
+      hard-linked files (C(hard_links)) and files stored with holes (C(sparse_files)).
   returned: always
   type: dict
 stored_bytes:
@@ -110,24 +114,23 @@ stored_bytes:
   type: int
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
-from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
-    LifeboatModule,
-    codec_from_params,
-    keyring_from_params,
-    merge_specs,
-    run_module,
-    store_argument_spec,
-)
-from ansible_collections.lifeboat.dr.plugins.module_utils.files_engine import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.files.engine import (
     backup_files_into,
+    describe_skipped,
     plan_files_backup,
     resolve_parent,
     run_files_backup,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.orchestrate import write_component
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.backup import run_backup_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
+    LifeboatModule,
+    codec_from_params,
+    merge_specs,
+    run_module,
+    store_argument_spec,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import log_progress
 
 
 def argument_spec():
@@ -146,27 +149,32 @@ def backup(module):
     """Check mode: the walk's counts; else one backup into a new, published set."""
     p = module.params
     paths = {str(k): str(v) for k, v in p["paths"].items()}
-    if module.check_mode:
-        return dict(changed=True, **plan_files_backup(paths, include=p["include"], exclude=p["exclude"]))
-    if p["set_id"]:
-        result = write_component(p["store"], p["set_id"], "app", keyring_from_params(p), lambda writer: (
-            backup_files_into(writer, paths, include=p["include"], exclude=p["exclude"],
-                              parent=resolve_parent(Store(p["store"]), p["incremental_from"]),
-                              progress=log_progress())))
-        return dict(changed=True, **result)
-    result = oplog.run_recorded(p["store"], "backup", lambda handle: run_files_backup(
-        p["store"], keyring_from_params(p), paths, include=p["include"], exclude=p["exclude"],
-        incremental_from=p["incremental_from"], codec=codec_from_params(p), set_type=p["set_type"],
-        progress=log_progress()), describe=oplog.backup_fields, components=["app"])
-    warnings = [f"{name}: {path} changed while it was read" for name, f in result["folders"].items()
-                for path in f["changed_during_backup"]]
-    for warning in warnings:
-        module.warn(warning)
-    return dict(changed=True, **result)
+    walk = dict(include=p["include"], exclude=p["exclude"])
+    result = run_backup_module(
+        module, "app",
+        plan=lambda: plan_files_backup(paths, **walk),
+        write_into=lambda writer, ring: backup_files_into(
+            writer, paths, parent=resolve_parent(Store(p["store"]), p["incremental_from"]), progress=log_progress(),
+            **walk),
+        own_set=lambda ring: run_files_backup(p["store"], ring, paths, incremental_from=p["incremental_from"],
+                                              codec=codec_from_params(p), set_type=p["set_type"],
+                                              progress=log_progress(), **walk))
+    return result if module.check_mode else warn_about(module, result)
+
+
+def warn_about(module, result):
+    """Warn (task output) once per file that changed while read and once per folder with skipped special files."""
+    for name, folder in result["folders"].items():
+        for path in folder.get("changed_during_backup") or ():
+            module.warn(f"{name}: {path} changed while it was read")
+        if folder.get("skipped_special"):
+            module.warn(f"{name}: {describe_skipped(folder['skipped_special'])}")
+    return result
 
 
 def main():
-    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="app")
+    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="app",
+                            progress_kind="backup")
     run_module(module, backup)
 
 

@@ -13,10 +13,15 @@ version_added: 0.1.0
 description:
   - Assembles the set's chain (full set, then each incremental in order) into
     C(<target>.lbrestore-<time>) next to the target, removes what the final file list does not
-    hold, applies modes/owners/mtimes and checks every file's SHA-256 against the list.
+    hold, checks every file's SHA-256 and every hard-link group against the list and applies
+    owners, extended attributes and ACLs, modes and mtimes.
   - Only then renames the old target to C(<target>.lbprev-<time>) (kept) and the new tree into place.
-  - Archive members that would escape the target (absolute names, C(..), symlinks or hard links
-    pointing outside, device files) fail the task naming the member; the target is not touched.
+  - Symlinks come back verbatim whatever their target (absolute or relative, inside or outside), files
+    with holes come back with their holes. Extraction never follows a link (descriptor-relative,
+    C(O_NOFOLLOW); links are created last). Archive members whose own path escapes the target
+    (absolute names, C(..)), members under a folder the archive made a link, hard links to anything
+    but a file extracted earlier, and device files or fifos fail the task naming the member; the
+    target is not touched.
   - Owners are restored when running as root.
   - Each run (outside check mode) appends a C(restore) job record to C(<store>/jobs/history.jsonl) and an
     audit record; a restore that passed its check is recorded with C(details.verified=true) and
@@ -26,6 +31,7 @@ author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
   - lifeboat.dr.store
+  - lifeboat.dr.attributes
 options:
   set_id:
     description:
@@ -43,14 +49,11 @@ options:
     type: dict
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Returns the chain, targets and entry counts; writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: none
     details: Every run restores and keeps the previous tree aside.
 seealso:
@@ -79,21 +82,24 @@ set_id:
   returned: always
   type: str
 folders:
-  description: Per folder name, target, chain of set ids, entry counts and where the previous tree was kept.
+  description:
+    - Per folder name, target, chain of set ids, entry counts and where the previous tree was kept.
+    - C(xattrs_not_restored) lists extended attributes or ACLs the restoring user may not set (e.g. C(trusted.*)
+      or C(security.*) without root); each is also a warning. The rest of the folder is restored.
   returned: always
   type: dict
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.files.engine import run_files_restore
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
     LifeboatModule,
     keyring_from_params,
     merge_specs,
     run_module,
     store_argument_spec,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.files_engine import run_files_restore
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import oplog
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import log_progress
 
 
 def argument_spec():
@@ -109,14 +115,19 @@ def restore(module):
     """Check mode: the plan; else restore each folder aside, verify, swap in."""
     p = module.params
     targets = {str(k): str(v) for k, v in (p["targets"] or {}).items()}
-    return oplog.run_recorded(p["store"], "restore", lambda handle: run_files_restore(
+    result = oplog.run_recorded(p["store"], "restore", lambda handle: run_files_restore(
         p["store"], keyring_from_params(p), p["set_id"], targets=targets or None, names=p["names"],
         check_mode=module.check_mode, progress=log_progress()), check_mode=module.check_mode,
         describe=oplog.files_restore_fields, components=["app"], backup_id=oplog.named_set(p["set_id"]))
+    for name, folder in (result.get("folders") or {}).items():
+        for problem in folder.get("xattrs_not_restored") or ():
+            module.warn(f"{name}: {problem}")
+    return result
 
 
 def main():
-    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="app")
+    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="app",
+                            progress_kind="restore")
     run_module(module, restore)
 
 

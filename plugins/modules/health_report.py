@@ -70,6 +70,12 @@ options:
     description: The window for success rates, trends and drills.
     type: float
     default: 168
+  progress_stall_minutes:
+    description:
+      - Warning for a run in progress (C(<store>/progress/)) whose bytes have not moved for longer
+        (a hung dump, a stalled replay). V(0) = per run, 4 times its progress interval and at least 1 minute.
+    type: float
+    default: 0
   webhooks:
     description: Webhook URLs (Slack/Teams-compatible JSON with a C(text) field).
     type: list
@@ -124,16 +130,15 @@ options:
     type: str
     choices: [never, warning, critical]
     default: never
+extends_documentation_fragment:
+  - lifeboat.dr.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Builds the report; writes no file and sends no alert.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: partial
     details: Ages in the report change with time, so written files usually change.
 '''
@@ -160,7 +165,7 @@ problems:
   type: list
   elements: dict
 report:
-  description: The whole report (components, binlog_archives, last_drill, disaster_now, jobs_recent...).
+  description: The whole report (components, binlog_archives, disaster_now, jobs_recent, runs_in_progress...).
   returned: always
   type: dict
 alerts:
@@ -177,9 +182,9 @@ files_changed:
 
 import json
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import alerts, health, metrics
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import LifeboatModule, run_module
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import VerificationFailed
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import LifeboatModule, run_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops import alerts, health, metrics
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import VerificationFailed
 
 
 def argument_spec():
@@ -197,6 +202,7 @@ def argument_spec():
         binlog_lag_warning_hours=dict(type="float", default=0.5),
         min_success_rate=dict(type="float", default=0.9),
         window_hours=dict(type="float", default=168.0),
+        progress_stall_minutes=dict(type="float", default=0.0),
         webhooks=dict(type="list", elements="str", default=[], no_log=True),
         email=dict(type="dict", no_log=False, options=dict(
             host=dict(type="str", required=True), port=dict(type="int", default=25),

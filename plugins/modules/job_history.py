@@ -31,16 +31,15 @@ options:
     description: Only records of this kind.
     type: str
     choices: [backup, verify, restore, pitr, prune, drill, binlog_archive, key_rotation]
+extends_documentation_fragment:
+  - lifeboat.dr.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The module never changes anything.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: full
 seealso:
   - module: lifeboat.dr.job_record
@@ -75,8 +74,8 @@ path:
   type: str
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import jobs
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import LifeboatModule, run_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import LifeboatModule, run_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import jobs
 
 
 def list_jobs(module):

@@ -70,16 +70,15 @@ options:
         set ids) let retention prune the data the restore kept aside.
     type: dict
     default: {}
+extends_documentation_fragment:
+  - lifeboat.dr.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Writes nothing in check mode.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: none
     details: Every call appends a record.
 '''
@@ -112,10 +111,10 @@ record:
   type: dict
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import audit, jobs
-from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import utc_now
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import LifeboatModule, run_module
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import LifeboatModule, run_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import audit, jobs
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.ids import utc_now
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError
 
 
 def argument_spec():

@@ -84,16 +84,15 @@ options:
     description: Seconds to wait for a running prune or rotation.
     type: float
     default: 0
+extends_documentation_fragment:
+  - lifeboat.dr.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Unwraps the data keys (proving the old keys work) and lists the sets that would be rotated; writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: full
 seealso:
   - module: lifeboat.dr.store_info
@@ -167,8 +166,8 @@ pending_partials:
   elements: str
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import keyrotation
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import LifeboatModule, run_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import LifeboatModule, run_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import keyrotation
 
 
 def argument_spec():

@@ -32,6 +32,7 @@ extends_documentation_fragment:
   - lifeboat.dr.store
   - lifeboat.dr.set_member
   - lifeboat.dr.mysql
+  - lifeboat.dr.attributes
 options:
   databases:
     description:
@@ -69,9 +70,48 @@ options:
         without C(tsv) support refuse to restore (with a clear error) instead of misreading.
       - C(auto) - C(tsv) for tables of at least 8 MiB (information_schema size), C(native) for smaller ones;
         with O(parallel=1) every table uses C(tsv) as soon as one is big (one connection does everything).
+      - C(physical) - the whole server's files, streamed by C(mariabackup --backup --stream=mbstream) (MariaDB only;
+        C(mariadb-backup) of the server's major version must be installed where the server runs) into one
+        artifact C(mysql/physical.mbstream.zst.enc) through the same compress, encrypt and hash pipeline
+        (never on disk unencrypted). Credentials reach mariabackup in a 0600 option file. The manifest
+        records the from/to LSN, the binlog file/position/GTID of the consistency point, the server version and
+        the InnoDB settings (C(mysql/mysql_physical.json)). O(databases), O(parallel) and O(include_users) do not
+        apply (every database and account is in the files). Restored by M(lifeboat.dr.mysql_restore) as a whole
+        datadir; see docs/mysql.md.
     type: str
     default: auto
-    choices: [auto, native, tsv]
+    choices: [auto, native, tsv, physical]
+  incremental:
+    description:
+      - With O(method=physical), back up only the pages changed since the newest physical backup of this server
+        in the store (its to-LSN, C(mariabackup --incremental-lsn)). The parent's whole chain must be in the
+        store, published and not failed verification, else the task fails naming the reason.
+    type: bool
+    default: false
+  parent:
+    description:
+      - With O(method=physical), the set id of the parent of an incremental (implies O(incremental=true)).
+    type: str
+  datadir:
+    description:
+      - With O(method=physical), the server's data directory (default the server's C(@@datadir)).
+    type: path
+  service_manager:
+    description:
+      - With O(method=physical), where mariabackup runs - the server's deployment target (see
+        M(lifeboat.dr.service)). Default this host (the process lab, a server on the same machine).
+    type: str
+    choices: [lab, systemd, command]
+  service_name:
+    description:
+      - With O(service_manager), the service name.
+    type: str
+    default: mysql
+  service_settings:
+    description:
+      - With O(service_manager), the manager's settings, as for M(lifeboat.dr.service).
+    type: dict
+    default: {}
   set_type:
     description:
       - Type of the new set.
@@ -80,14 +120,12 @@ options:
     choices: [mysql, full]
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reports the databases, table counts and approximate sizes that would be dumped; dumps nothing.
+      With O(method=physical) the datadir and its size, and for an incremental the parent and its LSN.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: none
     details: Every run creates a new backup set.
 seealso:
@@ -120,6 +158,15 @@ EXAMPLES = r'''
     login_user: lifeboat_backup
     login_password: "{{ vault_backup_password }}"
     method: native
+
+- name: Physical backup (mariabackup stream), then an incremental on top of it
+  lifeboat.dr.mysql_backup:
+    store: /var/backups/lifeboat
+    key_file: /etc/lifeboat/kek.key
+    login_user: lifeboat_backup
+    login_password: "{{ vault_backup_password }}"
+    method: physical
+    incremental: "{{ not (full | default(false)) }}"
 '''
 
 RETURN = r'''
@@ -175,6 +222,23 @@ methods:
   returned: success, not in check mode
   type: dict
   sample: {"native": 12, "tsv": 3}
+backup_type:
+  description: With O(method=physical), C(full) or C(incremental).
+  returned: success with method physical
+  type: str
+chain:
+  description: With O(method=physical), the set ids this backup builds on (the full first; empty for a full).
+  returned: success with method physical
+  type: list
+  elements: str
+from_lsn:
+  description: With O(method=physical), the LSN the backup starts at (0 for a full).
+  returned: success with method physical
+  type: int
+to_lsn:
+  description: With O(method=physical), the checkpoint LSN the next incremental starts at.
+  returned: success with method physical
+  type: int
 server_identity:
   description: Which server the position belongs to (MariaDB server_id + gtid_domain_id, MySQL server_uuid).
   returned: always
@@ -182,24 +246,29 @@ server_identity:
   sample: mariadb:server_id=1:domain=0
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql.backup import (
+    backup_mysql_into,
+    plan_backup,
+    run_backup,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql.conn import ConnParams
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql.physical import (
+    backup_physical_into,
+    plan_physical_backup,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.backup import run_backup_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
     LifeboatModule,
     codec_from_params,
-    keyring_from_params,
     merge_specs,
     mysql_argument_spec,
     run_module,
     store_argument_spec,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.mysql import ConnParams
-from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_backup import (
-    backup_mysql_into,
-    plan_backup,
-    run_backup,
-)
-from ansible_collections.lifeboat.dr.plugins.module_utils.orchestrate import write_component
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import log_progress
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.service import get_service
 
 
 def argument_spec():
@@ -208,35 +277,58 @@ def argument_spec():
         databases=dict(type="list", elements="str"),
         parallel=dict(type="int", default=2),
         include_users=dict(type="bool", default=True),
-        method=dict(type="str", default="auto", choices=["auto", "native", "tsv"]),
+        method=dict(type="str", default="auto", choices=["auto", "native", "tsv", "physical"]),
+        incremental=dict(type="bool", default=False),
+        parent=dict(type="str"),
+        datadir=dict(type="path"),
+        service_manager=dict(type="str", choices=["lab", "systemd", "command"]),
+        service_name=dict(type="str", default="mysql"),
+        service_settings=dict(type="dict", default={}),
         set_type=dict(type="str", default="mysql", choices=["mysql", "full"]),
         set_id=dict(type="str"),
     ))
+
+
+def physical_options(p):
+    """The physical method's options (mariabackup's deployment target, datadir, incremental/parent)."""
+    target = None
+    if p["service_manager"]:
+        target = get_service(p["service_manager"], p["service_name"], **(p["service_settings"] or {}))
+    return {"incremental": p["incremental"], "parent": p["parent"], "datadir": p["datadir"], "target": target}
 
 
 def backup(module):
     """Check mode: the plan; else one backup run into a new, published set."""
     p = module.params
     conn = ConnParams.from_module_params(p)
-    if module.check_mode:
-        plan = plan_backup(conn, p["databases"])
-        return dict(changed=True, **plan)
-    if p["set_id"]:
-        keyring = keyring_from_params(p)
-        result = write_component(p["store"], p["set_id"], "mysql", keyring, lambda writer: backup_mysql_into(
-            writer, conn, databases=p["databases"], parallel=p["parallel"], include_users=p["include_users"],
-            progress=log_progress(), method=p["method"]))
-        return dict(changed=True, **result)
-    result = oplog.run_recorded(p["store"], "backup", lambda handle: run_backup(
-        p["store"], keyring_from_params(p), conn, codec=codec_from_params(p), databases=p["databases"],
-        parallel=p["parallel"], include_users=p["include_users"], set_type=p["set_type"], progress=log_progress(),
-        method=p["method"]),
-        describe=oplog.backup_fields, components=["mysql"])
-    return dict(changed=True, **result)
+    physical = p["method"] == "physical"
+    if (p["incremental"] or p["parent"]) and not physical:
+        raise ConfigError("incremental and parent apply to method physical only",
+                          hint="set method: physical, or drop incremental/parent")
+    logical = dict(databases=p["databases"], parallel=p["parallel"], include_users=p["include_users"],
+                   method=p["method"])
+
+    def plan():
+        if physical:
+            return plan_physical_backup(Store(p["store"]), conn, physical_options(p))
+        return plan_backup(conn, p["databases"])
+
+    def write_into(writer, keyring):
+        if physical:
+            return backup_physical_into(writer, conn, store=Store(p["store"]), progress=log_progress(),
+                                        **physical_options(p))
+        return backup_mysql_into(writer, conn, progress=log_progress(), **logical)
+
+    return run_backup_module(
+        module, "mysql", plan=plan, write_into=write_into,
+        own_set=lambda keyring: run_backup(p["store"], keyring, conn, codec=codec_from_params(p),
+                                           set_type=p["set_type"], progress=log_progress(),
+                                           physical=physical_options(p) if physical else None, **logical))
 
 
 def main():
-    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="mysql")
+    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="mysql",
+                            progress_kind="backup")
     run_module(module, backup)
 
 

@@ -17,7 +17,9 @@ description:
     archived yet as an encrypted set of type C(binlog) under
     C(<store>/binlogs/<server identity>/g<generation>/), byte-identical to the server's file.
   - Keeps an archive index (C(<store>/binlogs/<identity>/index.json)) with each file's size,
-    positions, first/last event time and GTID. Already archived files are skipped.
+    positions, first/last event time and GTID. Already archived files are skipped - also after a
+    PITR or restore started a new generation - a file is shipped once, into the generation whose
+    time it was written in (files closed before the new generation's first file belong to the older one).
   - A binlog purged from the server before it was archived is reported in RV(gaps) and
     recorded in the index, never skipped silently. When the server's binlog history
     restarts (restore, RESET MASTER) a new generation starts.
@@ -32,6 +34,7 @@ author:
 extends_documentation_fragment:
   - lifeboat.dr.store
   - lifeboat.dr.mysql
+  - lifeboat.dr.attributes
 options:
   flush:
     description:
@@ -57,14 +60,11 @@ options:
     type: str
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reports what would be archived (RV(would_archive)); does not flush or write.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: partial
     details: Without O(flush) a second run archives nothing new; with O(flush) every run closes a new file.
 seealso:
@@ -130,10 +130,12 @@ would_archive:
   elements: str
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
-from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
-from ansible_collections.lifeboat.dr.plugins.module_utils.binlog import archive_binlogs, salvage_from_files
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql.binlog import (
+    archive_binlogs,
+    salvage_from_files,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql.conn import ConnParams
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
     LifeboatModule,
     codec_from_params,
     keyring_from_params,
@@ -142,8 +144,9 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     run_module,
     store_argument_spec,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.mysql import ConnParams
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import oplog
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import log_progress
 
 
 def argument_spec():
@@ -177,7 +180,8 @@ def _archive(module, store):
 
 
 def main():
-    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="mysql binlog")
+    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="mysql binlog",
+                            progress_kind="archive")
     run_module(module, archive)
 
 

@@ -19,6 +19,19 @@ description:
     recorded at backup time). Only then are they swapped in with one atomic
     C(RENAME TABLE); the previous tables are kept in C(<db>__lbprev_<time>) and never deleted.
   - Views, routines, triggers and events of restored databases are recreated after the swap.
+  - A set taken with O(lifeboat.dr.mysql_backup#module:method=physical) is restored by files, whatever
+    O(mode) says - the whole server, from its chain (the full, then each incremental). The inputs are proven first
+    (every set of the chain, the keys, free space beside the datadir, the installed server's major version equal to
+    the backup's - refused naming both); each stream is decrypted into C(mbstream -x) in a fresh folder beside the
+    datadir and prepared (C(mariabackup --prepare), then each C(--incremental-dir)); then the server is stopped, the
+    prepared folder and the datadir are exchanged atomically (C(renameat2)), the old datadir is kept as
+    C(<datadir>.lbprev_<time>) (never deleted), the server is started and must pass a health gate (login, system
+    tables), else the old datadir is put back and started. Needs O(service_manager) and O(datadir) (the lab
+    manager knows its datadir). O(databases), O(tables), O(rename_to) and O(include_users) do not apply.
+    Work folders C(<datadir>.lbrestore_*) are removed when the run ends, whatever its outcome; those a killed
+    run left are cleaned up by the next physical restore (a datadir one of them had already replaced is kept as
+    C(<datadir>.lbprev_<time>)). The restored server's binlog history branches at the set's position; when the
+    store archives its binlogs, a new archive generation records it (see RV(timeline)).
   - Tested on MariaDB 10.11; MySQL 8 is untested (see docs/mysql.md).
   - Each run (outside check mode) appends a C(restore) job record to C(<store>/jobs/history.jsonl) and an
     audit record; a restore that passed its check is recorded with C(details.verified=true) and
@@ -28,6 +41,7 @@ author:
 extends_documentation_fragment:
   - lifeboat.dr.store
   - lifeboat.dr.mysql
+  - lifeboat.dr.attributes
 options:
   backup_id:
     description:
@@ -71,13 +85,18 @@ options:
   write_binlog:
     description:
       - Write the restore to the binary log (default; keeps replicas and the binlog archive consistent).
-        C(false) sets C(sql_log_bin=0) in the restore sessions (needs BINLOG ADMIN).
+        C(false) sets C(sql_log_bin=0) in the restore sessions (needs BINLOG ADMIN); the server's history then
+        branches at the set's binlog position - when the store archives this server's binlogs, the restore
+        (modes C(in_place_swap) and C(reinit_datadir) without O(rename_to)) runs C(FLUSH BINARY LOGS) and
+        starts a new archive generation recording that branch point, so later PITRs follow it (see C(timeline)).
     type: bool
     default: true
   service_manager:
     description:
       - For O(mode=reinit_datadir), how the server is started/stopped (C(lab), C(systemd), C(docker)
         or C(command); see M(lifeboat.dr.service)). Required with O(mode=reinit_datadir).
+      - Also required to restore a physical set (whatever O(mode)); ignored for a logical set in the other
+        modes, so the roles always pass it and the set decides.
     type: str
     choices: [lab, systemd, docker, command]
   service_name:
@@ -100,7 +119,8 @@ options:
     default: 120
   datadir:
     description:
-      - For O(mode=reinit_datadir), the server's data directory.
+      - For O(mode=reinit_datadir) and for a physical set (unless the manager knows it), the server's data
+        directory.
     type: path
   root_socket:
     description:
@@ -109,14 +129,11 @@ options:
     type: path
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Returns the plan (what goes where, what is kept aside) and checks that the server is reachable.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: none
     details: Every run restores again (the previous tables are kept aside each time).
 seealso:
@@ -145,6 +162,16 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+timeline:
+  description:
+    - After a restore with O(write_binlog=false) into a server whose binlogs the store archives - the new
+      archive generation (C(generation)), its C(branch) point and C(base_backup_needed); C(error) when it
+      could not be recorded; null otherwise.
+    - After a restore of a physical set (never binlogged, the restored server starts a new binlog) into a server
+      whose binlogs the store archives, always; the new generation starts at the restored server's current
+      binlog file and branches at the set's binlog position.
+  returned: success, not in check mode
+  type: dict
 plan:
   description: What was (check mode - would be) restored where.
   returned: always
@@ -165,6 +192,22 @@ binlog_position:
   description: Binary log position of the restored snapshot (the start point of a point-in-time replay).
   returned: success, not in check mode
   type: dict
+method:
+  description: C(physical) for a physical set (C(plan) then holds the proven inputs, C(chain) the restored sets).
+  returned: success with a physical set
+  type: str
+kept_datadir:
+  description: For a physical set, where the replaced datadir was moved (kept; Lifeboat never deletes it).
+  returned: success with a physical set
+  type: str
+cleaned_leftovers:
+  description:
+    - For a physical set, the work folders C(<datadir>.lbrestore_*) that killed restores had left beside the
+      datadir and what this run did with each (C(path), C(action)) - removed, or, when a killed run had already
+      exchanged the datadir, the datadir it replaced kept as C(<datadir>.lbprev_<time>) (C(kept_datadir)).
+  returned: success with a physical set
+  type: list
+  elements: dict
 broken_datadir_kept_at:
   description: With O(mode=reinit_datadir), where the old datadir was moved (kept; Lifeboat never deletes it).
   returned: success with mode reinit_datadir
@@ -179,8 +222,24 @@ duration_s:
   type: float
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import pitr
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql.conn import (
+    ConnParams,
+    connect,
+    detect_flavor,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql.physical import (
+    is_physical,
+    plan_physical_restore,
+    restore_physical,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql.restore import (
+    MODES,
+    open_backup_set,
+    plan_restore,
+    restore_mysql_from,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
     LifeboatModule,
     keyring_from_params,
     merge_specs,
@@ -188,16 +247,13 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     run_module,
     store_argument_spec,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
-from ansible_collections.lifeboat.dr.plugins.module_utils.mysql import ConnParams, connect, detect_flavor
-from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_restore import (
-    MODES,
-    open_backup_set,
-    plan_restore,
-    restore_mysql_from,
-)
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
-from ansible_collections.lifeboat.dr.plugins.module_utils.service import get_service
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import oplog
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError, LifeboatError
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import get_logger, log_progress
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.service import get_service
+
+LOG = get_logger("mysql_restore")
 
 
 def argument_spec():
@@ -225,6 +281,8 @@ def restore(module):
     p = module.params
     conn = ConnParams.from_module_params(p)
     backup_set = open_backup_set(p["store"], p["backup_id"])
+    if is_physical(backup_set):
+        return _restore_physical(module, p, conn, backup_set)
     options = dict(databases=p["databases"], tables=p["tables"], rename_to=p["rename_to"], mode=p["mode"],
                    include_users=p["include_users"])
     if module.check_mode:
@@ -261,11 +319,64 @@ def _restore(p, conn, backup_set, options):
                                 write_binlog=p["write_binlog"], service=service, datadir=p["datadir"],
                                 root_socket=p["root_socket"], start_timeout_s=p["start_timeout"],
                                 progress=log_progress(), **options)
-    return dict(changed=True, set_id=backup_set.set_id, **result)
+    return dict(changed=True, set_id=backup_set.set_id, timeline=_record_timeline(p, conn, backup_set), **result)
+
+
+def _restore_physical(module, p, conn, backup_set):
+    """A physical set: the chain's files become the server's datadir (check mode: the proven inputs)."""
+    if not p["service_manager"]:
+        raise ConfigError(f"set {backup_set.set_id} is a physical backup: restoring it stops and starts the server",
+                          hint="give service_manager (and service_settings), and datadir unless the manager knows it")
+    service = get_service(p["service_manager"], p["service_name"], **(p["service_settings"] or {}))
+    datadir = p["datadir"] or service.data_dir()
+    if not datadir:
+        raise ConfigError("a physical restore needs the server's datadir", hint="give datadir")
+    store, keyring = Store(p["store"]), keyring_from_params(p)
+    if module.check_mode:
+        return dict(changed=True, method="physical", plan=plan_physical_restore(store, backup_set, keyring,
+                                                                                datadir=datadir),
+                    service=service.describe())
+
+    def run(_handle):
+        result = restore_physical(store, backup_set, keyring, conn, service=service, datadir=datadir,
+                                  start_timeout_s=p["start_timeout"], progress=log_progress())
+        return dict(changed=True, timeline=_record_physical_timeline(store, conn, backup_set), **result)
+
+    return oplog.run_recorded(p["store"], "restore", run, describe=oplog.mysql_restore_fields, components=["mysql"],
+                              backup_id=backup_set.set_id, mode="physical")
+
+
+def _record_physical_timeline(store, conn, backup_set):
+    """A physical restore never writes the binlog: the restored server's history always branches at the
+    set's binlog position, its current (new) binlog file the first of the new line. Recorded in the
+    store's binlog archive like a not-binlogged logical restore (pitr.record_restore_branch); a failure
+    is returned as ``error`` (and logged), never raised: the restore itself succeeded."""
+    try:
+        return pitr.record_restore_branch(store, backup_set, conn, flush=False)
+    except LifeboatError as err:
+        LOG.error("restore done, but its branch point was not recorded in the binlog archive: %s", err)
+        return {"error": f"the branch point was not recorded in the binlog archive: {err}",
+                "hint": "a later PITR cannot follow this restore; take a new base backup with backup.yml"}
+
+
+def _record_timeline(p, conn, backup_set):
+    """A restore that was not binlogged replaced history: record the branch point in the
+    store's binlog archive (pitr.record_restore_branch). The restore itself succeeded, so a
+    failure here is returned as ``error`` (and logged), never raised."""
+    if p["write_binlog"] or p["mode"] == "side_by_side" or p["rename_to"]:
+        return None
+    try:
+        return pitr.record_restore_branch(Store(p["store"]), backup_set, conn, databases=p["databases"],
+                                          tables=p["tables"])
+    except LifeboatError as err:
+        LOG.error("restore done, but its branch point was not recorded in the binlog archive: %s", err)
+        return {"error": f"the branch point was not recorded in the binlog archive: {err}",
+                "hint": "a later PITR cannot follow this restore; take a new base backup with backup.yml"}
 
 
 def main():
-    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="mysql")
+    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="mysql",
+                            progress_kind="restore")
     run_module(module, restore)
 
 

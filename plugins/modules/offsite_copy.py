@@ -33,6 +33,23 @@ options:
     description: The local backup store folder.
     type: path
     required: true
+  run_owner:
+    description:
+      - The controller process that drives this run (the playbooks pass C(lifeboat_run_owner));
+        a copy whose controller is provably gone stops itself within 5 seconds (nothing
+        half-copied is ever published). See O(lifeboat.dr.mysql_backup#module:run_owner).
+    type: dict
+  progress_id:
+    description:
+      - Name of this run's status file C(<store>/progress/<progress_id>.json), which
+        M(lifeboat.dr.run_progress), C(lifeboat jobs --running) and the health report read. It shows
+        C(offsite check <set>) (hashing the local set), C(offsite copy <set>) or
+        C(offsite fetch <set>) (bytes moved; over rsync only once rsync is done), the step.
+    type: str
+  progress_interval_s:
+    description: Seconds between progress lines of the status file (written about every half of it); V(0) keeps none.
+    type: float
+    default: 15.0
   set_id:
     description: The set to copy; C(newest) is the newest published set of the source.
     type: str
@@ -113,16 +130,15 @@ options:
     description: Create the bucket if it does not exist.
     type: bool
     default: false
+extends_documentation_fragment:
+  - lifeboat.dr.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reports whether a copy would be made; copies nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: full
 seealso:
   - module: lifeboat.dr.store_info
@@ -195,9 +211,10 @@ path:
   sample: /var/backups/lifeboat/full_20250129T020000Z_a1b2c3
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import offsite
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import LifeboatModule, run_module
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import LifeboatModule, run_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import offsite
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import log_progress
 
 
 def argument_spec():
@@ -226,6 +243,9 @@ def argument_spec():
         part_size_mb=dict(type="int", default=8),
         verify=dict(type="str", choices=["etag", "download"], default="etag"),
         create_bucket=dict(type="bool", default=False),
+        run_owner=dict(type="dict"),
+        progress_id=dict(type="str"),
+        progress_interval_s=dict(type="float", default=15.0),
     )
 
 
@@ -251,18 +271,19 @@ def copy_set(module):
     target = offsite.make_target(params["target_type"], target_options(params, module.check_mode))
     if params["mode"] == "push":
         return offsite.push_set(params["store"], target, set_id=params["set_id"], parent=params["parent"],
-                                check_mode=module.check_mode)
+                                check_mode=module.check_mode, progress=log_progress())
     keyring = None
     if params["key_file"]:
-        from ansible_collections.lifeboat.dr.plugins.module_utils import keys
+        from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
 
         keyring = keys.KeyRing(keys.FileKEK.load(params["key_file"]))
     return offsite.fetch_set(target, params["store"], set_id=params["set_id"], parent=params["parent"],
-                             keyring=keyring, check_mode=module.check_mode)
+                             keyring=keyring, check_mode=module.check_mode, progress=log_progress())
 
 
 def main():
-    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="offsite")
+    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="offsite",
+                            progress_kind="copy")
     run_module(module, copy_set)
 
 

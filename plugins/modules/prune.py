@@ -91,16 +91,15 @@ options:
     description: Seconds to wait for another prune to finish.
     type: float
     default: 0
+extends_documentation_fragment:
+  - lifeboat.dr.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Lists what would be deleted and why; deletes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: full
 seealso:
   - module: lifeboat.dr.store_info
@@ -151,8 +150,9 @@ freed_bytes:
   type: int
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import oplog, retention
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import LifeboatModule, run_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import LifeboatModule, run_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops import retention
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import oplog
 
 
 def argument_spec():

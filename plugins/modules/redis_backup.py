@@ -19,8 +19,12 @@ description:
     C(repl-diskless-sync-delay 5) the transfer starts only after that delay (see docs/redis.md).
   - With O(mode=file) the module runs C(BGSAVE), waits for it, and copies the RDB file from
     O(data_dir); it must run on the Redis host.
-  - The RDB is checked (structure and CRC64) while it streams; a damaged RDB fails the backup
-    and nothing is published.
+  - The RDB is checked while it streams, by Lifeboat's own check (structure, CRC64, and the
+    integrity of every ziplist, listpack, intset and zipmap; empty keys are refused) and, where
+    C(redis-check-rdb) is installed on the host running the module, by C(redis-check-rdb) reading
+    the same bytes through a pipe; a damaged RDB fails the backup and nothing is published.
+    Which checks ran is recorded in the set (C(rdb.checks) in C(redis/redis_backup_metadata.json),
+    C(rdb_checks) in the manifest) and returned as RV(rdb_checks).
   - With O(include_aof=true) it also runs C(BGREWRITEAOF), waits for it, and stores the Redis 7
     multi-part AOF (base and incr files, manifest last) as C(redis/appendonly.aof.tar.zst.enc).
   - Records Redis version, role, INFO keyspace counts, last save time and the RDB's per-db key
@@ -35,6 +39,7 @@ extends_documentation_fragment:
   - lifeboat.dr.store
   - lifeboat.dr.set_member
   - lifeboat.dr.redis
+  - lifeboat.dr.attributes
 options:
   mode:
     description:
@@ -60,16 +65,13 @@ options:
     choices: [redis, full]
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: >-
       Connects and authenticates, checks the prerequisites of the mode, returns the server facts;
       no SYNC, BGSAVE or write.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: none
     details: Every run creates a new backup set.
 seealso:
@@ -133,6 +135,14 @@ rdb_size:
   description: Bytes of the RDB as the server sent it.
   returned: success, not in check mode
   type: int
+rdb_checks:
+  description:
+    - The checks that ran over the whole RDB and passed, C(lifeboat-structural) always and
+      C(redis-check-rdb) where it is installed.
+  returned: success, not in check mode, without set_id
+  type: list
+  elements: str
+  sample: ["lifeboat-structural", "redis-check-rdb"]
 stored_bytes:
   description: Bytes the set takes in the store.
   returned: success, not in check mode
@@ -147,8 +157,14 @@ server:
   type: dict
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.redis.conn import RedisParams
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.redis.engine import (
+    backup_redis_into,
+    plan_redis_backup,
+    run_redis_backup,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.backup import run_backup_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
     LifeboatModule,
     codec_from_params,
     keyring_from_params,
@@ -157,14 +173,7 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     run_module,
     store_argument_spec,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.orchestrate import write_component
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
-from ansible_collections.lifeboat.dr.plugins.module_utils.redis_conn import RedisParams
-from ansible_collections.lifeboat.dr.plugins.module_utils.redis_engine import (
-    backup_redis_into,
-    plan_redis_backup,
-    run_redis_backup,
-)
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import log_progress
 
 
 def argument_spec():
@@ -181,25 +190,20 @@ def argument_spec():
 def backup(module):
     """Check mode: connection, prerequisites and facts; else one backup into a new, published set."""
     p = module.params
-    keyring = keyring_from_params(p)
+    keyring = keyring_from_params(p)  # check mode checks the key ring too
     conn = RedisParams.from_module_params(p)
-    if module.check_mode:
-        return dict(changed=True, **plan_redis_backup(conn, mode=p["mode"], include_aof=p["include_aof"],
-                                                      data_dir=p["data_dir"]))
-    if p["set_id"]:
-        result = write_component(p["store"], p["set_id"], "redis", keyring, lambda writer: backup_redis_into(
-            writer, conn, mode=p["mode"], include_aof=p["include_aof"], data_dir=p["data_dir"],
-            progress=log_progress()))
-        return dict(changed=True, **result)
-    result = oplog.run_recorded(p["store"], "backup", lambda handle: run_redis_backup(
-        p["store"], keyring, conn, codec=codec_from_params(p), mode=p["mode"], include_aof=p["include_aof"],
-        data_dir=p["data_dir"], set_type=p["set_type"], progress=log_progress()),
-        describe=oplog.backup_fields, components=["redis"])
-    return dict(changed=True, **result)
+    source = dict(mode=p["mode"], include_aof=p["include_aof"], data_dir=p["data_dir"])
+    return run_backup_module(
+        module, "redis", keyring=keyring,
+        plan=lambda: plan_redis_backup(conn, **source),
+        write_into=lambda writer, ring: backup_redis_into(writer, conn, progress=log_progress(), **source),
+        own_set=lambda ring: run_redis_backup(p["store"], ring, conn, codec=codec_from_params(p),
+                                              set_type=p["set_type"], progress=log_progress(), **source))
 
 
 def main():
-    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="redis")
+    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="redis",
+                            progress_kind="backup")
     run_module(module, backup)
 
 

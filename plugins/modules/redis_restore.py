@@ -34,6 +34,7 @@ author:
 extends_documentation_fragment:
   - lifeboat.dr.store
   - lifeboat.dr.redis
+  - lifeboat.dr.attributes
 options:
   backup_id:
     description:
@@ -80,16 +81,13 @@ options:
     default: 300
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: >-
       Opens the set and unwraps its key, returns the plan (files that would be moved aside,
       expected key counts); the server is not touched.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: none
     details: Every run restarts the server and replaces its data.
 seealso:
@@ -149,6 +147,14 @@ expected_keys_per_db:
   description: Per db number, the range of key counts accepted (keys whose TTL passed may be gone).
   returned: success, not in check mode
   type: dict
+rdb_checks:
+  description:
+    - The checks the RDB passed before anything was changed, C(lifeboat-structural) always and
+      C(redis-check-rdb) where it is installed (a failed check stops the restore before the server is stopped).
+  returned: success, not in check mode
+  type: list
+  elements: str
+  sample: ["lifeboat-structural", "redis-check-rdb"]
 would_move_aside:
   description: Data files present now that a restore would move aside.
   returned: check mode
@@ -156,8 +162,9 @@ would_move_aside:
   elements: str
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.redis.conn import RedisParams
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.redis.engine import run_redis_restore
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
     LifeboatModule,
     keyring_from_params,
     merge_specs,
@@ -165,10 +172,9 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     run_module,
     store_argument_spec,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
-from ansible_collections.lifeboat.dr.plugins.module_utils.redis_conn import RedisParams
-from ansible_collections.lifeboat.dr.plugins.module_utils.redis_engine import run_redis_restore
-from ansible_collections.lifeboat.dr.plugins.module_utils.service import get_service
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import oplog
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import log_progress
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.service import get_service
 
 
 def argument_spec():
@@ -200,7 +206,8 @@ def restore(module):
 
 
 def main():
-    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="redis")
+    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="redis",
+                            progress_kind="restore")
     run_module(module, restore)
 
 

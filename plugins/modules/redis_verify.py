@@ -12,10 +12,13 @@ short_description: Verify the Redis backup in a backup set
 version_added: 0.1.0
 description:
   - "O(mode=quick): decrypts the RDB artifact in memory (every chunk authenticated, size and
-    SHA-256 checked), walks the RDB structure, checks its CRC64, and compares the per-db key
-    counts with those recorded at backup time. Writes no plaintext to disk."
-  - "O(mode=full): the same, then writes the RDB to a temporary folder, runs C(redis-check-rdb)
-    on it, restores it into a scratch C(redis-server) (free port on 127.0.0.1, temporary folder,
+    SHA-256 checked), walks the RDB structure, checks its CRC64 and the integrity of every
+    ziplist, listpack, intset and zipmap (empty keys are refused), runs C(redis-check-rdb) over
+    the same bytes through a pipe where it is installed, and compares the per-db key counts with
+    those recorded at backup time. Writes no plaintext to disk. C(rdb.checks) in the result names the checks
+    that ran."
+  - "O(mode=full): the same while it writes the RDB to a temporary folder, then
+    restores it into a scratch C(redis-server) (free port on 127.0.0.1, temporary folder,
     removed afterwards) with the same code as M(lifeboat.dr.redis_restore), and compares the key
     counts. If the set has an AOF, it is unpacked and checked with C(redis-check-aof)."
   - The result is stored beside the set (C(<store>/verifications/<set_id>/)) unless O(record=false).
@@ -26,6 +29,7 @@ author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
   - lifeboat.dr.store
+  - lifeboat.dr.attributes
 options:
   backup_id:
     description:
@@ -50,18 +54,15 @@ options:
     default: true
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Runs the same checks (temporary files and a scratch server in full mode) but stores no verification record.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: partial
     details: The backup is never changed; each run adds one verification record (reported as changed).
 requirements:
-  - redis-server, redis-check-rdb and redis-check-aof on the host for O(mode=full)
+  - redis-server and redis-check-aof on the host for O(mode=full); redis-check-rdb is used in both modes where installed
 seealso:
   - module: lifeboat.dr.redis_backup
 '''
@@ -100,7 +101,10 @@ checks:
   type: list
   elements: dict
 rdb:
-  description: What the RDB walk found (version, size, keys per db, CRC64, error and its byte offset).
+  description:
+    - What the RDB check found (version, size, keys per db, CRC64, error and its byte offset),
+      C(checks) (the checks that ran, C(lifeboat-structural) and, where installed, C(redis-check-rdb))
+      and C(reference) (redis-check-rdb's verdict, or null).
   returned: always
   type: dict
 record:
@@ -109,17 +113,17 @@ record:
   type: str
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.redis.engine import run_redis_verify
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
     LifeboatModule,
     keyring_from_params,
     merge_specs,
     run_module,
     store_argument_spec,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import VerificationFailed
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
-from ansible_collections.lifeboat.dr.plugins.module_utils.redis_engine import run_redis_verify
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import oplog
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import VerificationFailed
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import log_progress
 
 
 def argument_spec():
@@ -154,7 +158,8 @@ def _verify(module, handle):
 
 
 def main():
-    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="redis")
+    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="redis",
+                            progress_kind="verify")
     run_module(module, verify)
 
 

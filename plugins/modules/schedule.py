@@ -59,15 +59,14 @@ options:
   store:
     description: Store whose audit trail records schedule changes.
     type: path
+extends_documentation_fragment:
+  - lifeboat.dr.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: full
 '''
 
@@ -103,8 +102,9 @@ installed:
   elements: dict
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import audit, schedule
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import LifeboatModule, run_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import LifeboatModule, run_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops import schedule
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import audit
 
 
 def argument_spec():

@@ -73,7 +73,9 @@ options:
         C(systemctl), C(timeout_s).
       - C(docker) starts/stops a container through the Docker SDK (Python package
         C(docker) needed on the managed host); settings C(container) (default O(name)),
-        C(base_url), C(stop_timeout_s).
+        or C(project) (a Compose project) with C(service) (its Compose service, default
+        O(name)) and C(container_number) (which one of a scaled service), resolved by the
+        Compose labels; C(base_url) (default E(DOCKER_HOST)), C(stop_timeout_s).
       - C(command) runs your own commands; settings C(start), C(stop), C(status)
         (required, each a list of program and arguments, no shell), C(restart),
         C(cwd), C(env), C(timeout_s). A status command exiting 0 means running. The
@@ -109,16 +111,15 @@ options:
       - Seconds to wait for O(wait_port) and O(wait_url), each.
     type: float
     default: 60
+extends_documentation_fragment:
+  - lifeboat.dr.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads the current state only and reports whether it would change.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: partial
     details: C(started) and C(stopped) are idempotent; C(restarted) always changes.
 notes:
@@ -203,8 +204,8 @@ service:
   sample: {"manager": "systemd", "name": "mysql", "unit": "mariadb.service"}
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import LifeboatModule, run_module
-from ansible_collections.lifeboat.dr.plugins.module_utils.service import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import LifeboatModule, run_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.service import (
     MANAGERS,
     get_service,
     wait_for_http,

@@ -36,16 +36,15 @@ options:
     type: list
     elements: str
     choices: [full, mysql, redis, vault, app, binlog]
+extends_documentation_fragment:
+  - lifeboat.dr.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The module never changes anything.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: full
 seealso:
   - module: lifeboat.dr.service
@@ -136,9 +135,10 @@ count:
 
 import os
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import SET_TYPES, Store
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import LifeboatModule, run_module
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import NotFound
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import LifeboatModule, run_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.ids import SET_TYPES
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import NotFound
 
 
 def argument_spec():

@@ -27,6 +27,7 @@ extends_documentation_fragment:
   - lifeboat.dr.store
   - lifeboat.dr.set_member
   - lifeboat.dr.vault
+  - lifeboat.dr.attributes
 options:
   set_type:
     description:
@@ -36,14 +37,11 @@ options:
     choices: [vault, full]
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Checks the storage type, the key ring and the connection, and returns the cluster facts; writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: none
     details: Every run creates a new backup set.
 seealso:
@@ -103,8 +101,14 @@ stored_bytes:
   type: int
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.vault.conn import connect_params
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.vault.engine import (
+    backup_vault_into,
+    plan_vault_backup,
+    run_vault_backup,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.backup import run_backup_module
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
     LifeboatModule,
     keyring_from_params,
     merge_specs,
@@ -112,14 +116,7 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     store_argument_spec,
     vault_argument_spec,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.orchestrate import write_component
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
-from ansible_collections.lifeboat.dr.plugins.module_utils.vault_conn import connect_params
-from ansible_collections.lifeboat.dr.plugins.module_utils.vault_engine import (
-    backup_vault_into,
-    plan_vault_backup,
-    run_vault_backup,
-)
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import log_progress
 
 
 def argument_spec():
@@ -133,22 +130,19 @@ def argument_spec():
 def backup(module):
     """Check mode: refusals and cluster facts; else one snapshot into a new, published set."""
     p = module.params
-    keyring = keyring_from_params(p)
+    keyring = keyring_from_params(p)  # check mode checks the key ring too
     conn = connect_params(p)
-    if module.check_mode:
-        return dict(changed=True, **plan_vault_backup(conn, keyring))
-    if p["set_id"]:
-        result = write_component(p["store"], p["set_id"], "vault", keyring, lambda writer: backup_vault_into(
-            writer, conn, keyring=keyring, progress=log_progress()))
-        return dict(changed=True, **result)
-    result = oplog.run_recorded(p["store"], "backup", lambda handle: run_vault_backup(
-        p["store"], keyring, conn, set_type=p["set_type"], progress=log_progress()),
-        describe=oplog.backup_fields, components=["vault"])
-    return dict(changed=True, **result)
+    return run_backup_module(
+        module, "vault", keyring=keyring,
+        plan=lambda: plan_vault_backup(conn, keyring),
+        write_into=lambda writer, ring: backup_vault_into(writer, conn, keyring=ring, progress=log_progress()),
+        own_set=lambda ring: run_vault_backup(p["store"], ring, conn, set_type=p["set_type"],
+                                              progress=log_progress()))
 
 
 def main():
-    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="vault")
+    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="vault",
+                            progress_kind="backup")
     run_module(module, backup)
 
 

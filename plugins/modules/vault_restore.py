@@ -28,6 +28,7 @@ author:
 extends_documentation_fragment:
   - lifeboat.dr.store
   - lifeboat.dr.vault
+  - lifeboat.dr.attributes
 options:
   set_id:
     description:
@@ -50,14 +51,11 @@ options:
     type: str
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Decrypts and checks the snapshot and checks the cluster is raft and unsealed; restores nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode with the same arguments, the second run reports no change.
     support: none
     details: Every run restores (and keeps a copy of the live state aside).
 seealso:
@@ -102,8 +100,9 @@ check_path_ok:
   type: bool
 '''
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import oplog
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.vault.conn import connect_params
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.vault.engine import run_vault_restore
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
     LifeboatModule,
     keyring_from_params,
     merge_specs,
@@ -111,9 +110,8 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.common import (
     store_argument_spec,
     vault_argument_spec,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.progress import log_progress
-from ansible_collections.lifeboat.dr.plugins.module_utils.vault_conn import connect_params
-from ansible_collections.lifeboat.dr.plugins.module_utils.vault_engine import run_vault_restore
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import oplog
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import log_progress
 
 
 def argument_spec():
@@ -138,7 +136,8 @@ def restore(module):
 
 
 def main():
-    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="vault")
+    module = LifeboatModule(argument_spec=argument_spec(), supports_check_mode=True, component="vault",
+                            progress_kind="restore")
     run_module(module, restore)
 
 

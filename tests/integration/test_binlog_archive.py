@@ -14,21 +14,25 @@ import time
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset, binlog, keys, mysql, pitr
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import RecoveryTargetInvalid
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import binlog, pitr
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import conn as mysql
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import RecoveryTargetInvalid
+from lab.params import lab_mysql_params
 
 
 @pytest.fixture
 def env(lab_env, tmp_path):
     key_file = tmp_path / "kek"
     keys.create_key_file(key_file)
-    admin = mysql.ConnParams.from_lab_env(lab_env)
+    admin = lab_mysql_params(lab_env)
     conn = mysql.connect(admin)
     db = f"lbarch_{secrets.token_hex(3)}"
     mysql.execute(conn, f"CREATE DATABASE {db}")
     mysql.execute(conn, f"CREATE TABLE {db}.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(40))")
-    yield {"admin": admin, "backup": mysql.ConnParams.from_lab_env(lab_env, backup_user=True), "conn": conn,
-           "db": db, "store": backupset.Store(tmp_path / "store"),
+    yield {"admin": admin, "backup": lab_mysql_params(lab_env, backup_user=True), "conn": conn,
+           "db": db, "store": Store(tmp_path / "store"),
            "keyring": keys.KeyRing(keys.FileKEK.load(key_file)), "datadir": lab_env["LAB_MYSQL_DATADIR"],
            "tmp": tmp_path}
     mysql.execute(conn, f"DROP DATABASE IF EXISTS {db}")

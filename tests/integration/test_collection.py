@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset, keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
@@ -38,7 +39,7 @@ def test_the_built_collection_holds_the_plugins_and_not_the_repo_tooling(tarball
     with tarfile.open(tarball) as tar:
         names = set(tar.getnames())
     assert {"MANIFEST.json", "FILES.json", "meta/runtime.yml", "plugins/modules/store_info.py",
-            "plugins/module_utils/service.py", "plugins/doc_fragments/store.py"} <= names
+            "plugins/module_utils/util/service.py", "plugins/doc_fragments/store.py"} <= names
     top = {n.split("/")[0] for n in names}
     assert not top & {"lab", "dr_tests", "bench", ".collections", ".venv", ".lab", ".git", "scripts", "reports"}
     manifest = json.loads(tarfile.open(tarball).extractfile("MANIFEST.json").read())
@@ -74,7 +75,7 @@ def test_ansible_doc_renders_the_module_as_text(module):
 def test_a_playbook_on_the_lab_inventory_uses_the_collection(tmp_path):
     key_file = tmp_path / "kek"
     keys.create_key_file(key_file)
-    store = backupset.Store(tmp_path / "store")
+    store = Store(tmp_path / "store")
     with store.begin_set("mysql", ["mysql"], keys.KeyRing(keys.FileKEK.load(key_file))) as writer:
         writer.write_json("mysql", "position.json", {"file": "binlog.000001", "pos": 4})
         writer.publish()

@@ -11,16 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import files_engine as fe
-from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import NotFound, RestoreFailed
-from ansible_collections.lifeboat.dr.plugins.module_utils.keys import FileKEK, KeyRing, create_key_file
-
-
-@pytest.fixture()
-def keyring(tmp_path):
-    create_key_file(tmp_path / "kek.key")
-    return KeyRing(FileKEK.load(tmp_path / "kek.key"))
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.files import engine as fe
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import NotFound, RestoreFailed
 
 
 def build_tree(root: Path) -> None:

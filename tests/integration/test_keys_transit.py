@@ -7,14 +7,19 @@ import os
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.keys import (
+    FileKEK,
+    KeyRing,
+    TransitKEK,
+    create_key_file,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     AuthenticationFailed,
     ConnectionFailure,
     KeyUnavailable,
     PermissionDenied,
     WrongKey,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.keys import FileKEK, KeyRing, TransitKEK, create_key_file
 
 
 @pytest.fixture()

@@ -24,7 +24,7 @@ import pymysql
 import pytest
 import redis
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import DependencyMissing
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import DependencyMissing
 from lab import procs
 from lab.envinfo import ENV_NAMES
 from lab.layout import DEFAULT_PORTS

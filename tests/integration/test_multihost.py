@@ -142,10 +142,11 @@ def multihost_state() -> str:
     return str(netns.state_dir())
 
 
+@pytest.mark.slow
 def test_backup_offsite_copy_and_restore_from_it_across_hosts(multihost):
     """backup.yml over SSH (components on their hosts, set on mh-store, verified copy on mh-offsite);
     then the local set is lost, pulled back from mh-offsite (hashes re-checked) and restored."""
-    from ansible_collections.lifeboat.dr.plugins.module_utils import offsite
+    from ansible_collections.lifeboat.dr.plugins.module_utils.store import offsite
     from lab import netns
 
     state = netns.state_dir()

@@ -9,16 +9,21 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from mysql_helpers import sql, table_state
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset, keys
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_backup as mb
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_restore as mr
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import backup as mb
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import conn as my
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import restore as mr
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     AuthenticationFailed,
     ConnectionFailure,
     NotFound,
@@ -51,34 +56,9 @@ SHOP_SQL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def admin(lab_env):
-    return my.ConnParams.from_lab_env(lab_env)
-
-
-@pytest.fixture(scope="module")
-def backup_user(lab_env):
-    return my.ConnParams.from_lab_env(lab_env, backup_user=True)
-
-
-@pytest.fixture
-def keyring(tmp_path):
-    key_file = tmp_path / "kek.key"
-    keys.create_key_file(key_file)
-    return keys.KeyRing.from_options(key_file=key_file)
-
-
 @pytest.fixture
 def store(tmp_path):
     return tmp_path / "store"
-
-
-def sql(params, *statements, db=None):
-    conn = my.connect(params, database=db)
-    try:
-        return [my.query_all(conn, s) for s in statements]
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -93,27 +73,12 @@ def shop(admin):
 
 
 def published_sets(store):
-    return backupset.Store(store).list_sets(include_partial=True) if store.exists() else []
-
-
-def table_state(params, db):
-    """Every base table's (row count, content checksum), computed like the backup does."""
-    conn = my.connect(params, raw=True)
-    try:
-        specs, _views = mb.discover_tables(conn, [db])
-        out = {}
-        for spec in specs:
-            hasher = mb.RowHasher(spec.hash_mode)
-            mb.stream_table_rows(conn, mb.row_select_sql(spec), hasher.update)
-            out[spec.table] = (hasher.rows, hasher.hexdigest())
-        return out
-    finally:
-        conn.close()
+    return Store(store).list_sets(include_partial=True) if store.exists() else []
 
 
 def test_backup_records_the_snapshot_position_and_per_table_counts(admin, backup_user, shop, store, keyring):
     result = mb.run_backup(str(store), keyring, backup_user, databases=[shop], parallel=2)
-    bset = backupset.Store(store).open_set(result["set_id"])
+    bset = Store(store).open_set(result["set_id"])
     position = bset.read_json("mysql", "binlog_position.json")
     meta = bset.read_json("mysql", "mysql_backup_metadata.json")
     status = sql(admin, "SHOW BINLOG STATUS")[0][0]
@@ -151,6 +116,62 @@ def test_drop_everything_then_restore_brings_back_identical_tables_and_all_objec
         [[(42,)], [("order 4",)]]
     assert sql(admin, f"SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA='{shop}'")[0][0][0] == 1
     assert not [r for r in sql(admin, "SHOW DATABASES")[0] if r[0].startswith(shop + "__lbrestore")]
+
+
+def test_events_come_back_in_the_time_zone_they_were_created_in(admin, shop, store, keyring):
+    zones = {"in_system": "SYSTEM", "in_plus2": "+02:00", "in_utc": "+00:00"}
+    conn = my.connect(admin, database=shop)
+    try:
+        for name, zone in zones.items():
+            my.execute(conn, "SET SESSION time_zone = %s", (zone,))
+            my.execute(conn, f"CREATE EVENT {name} ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 03:00:00' DISABLE"
+                             " DO DELETE FROM audit WHERE at IS NULL")
+    finally:
+        conn.close()
+    query = f"SELECT EVENT_NAME, TIME_ZONE, STARTS FROM information_schema.EVENTS WHERE EVENT_SCHEMA='{shop}'"
+    before = set(sql(admin, query)[0])
+    assert {(n, z) for n, z, _starts in before} >= set(zones.items())
+
+    mb.run_backup(str(store), keyring, admin, databases=[shop], parallel=1)
+    sql(admin, f"DROP DATABASE {shop}")
+    mr.restore_mysql_from(mr.open_backup_set(str(store)), keyring, admin, databases=[shop], parallel=1)
+
+    assert set(sql(admin, query)[0]) == before
+
+
+_LOAD_DIR_OWNER = """
+import os, signal, sys
+from ansible_collections.lifeboat.dr.plugins.module_utils.util import rundirs
+print(rundirs.make_owned_tmpdir(sys.argv[1]), flush=True)
+if sys.argv[2] == "die":
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.stdin.read()
+"""
+
+
+def test_restore_removes_a_killed_restores_load_folder_but_not_a_running_ones(
+        admin, shop, store, keyring, tmp_path, monkeypatch):
+    """A restore SIGKILLed mid-way leaves its FIFO folder; the next restore removes it, never a live run's."""
+    tmp_root = tmp_path / "tmp"
+    tmp_root.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "TMPDIR": str(tmp_root)}
+    owners = {fate: subprocess.Popen([sys.executable, "-c", _LOAD_DIR_OWNER, mr.LOAD_DIR_PREFIX, fate], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+              for fate in ("die", "live")}
+    folders = {fate: Path(proc.stdout.readline().strip()) for fate, proc in owners.items()}
+    try:
+        assert owners["die"].wait(timeout=30) == -signal.SIGKILL and folders["die"].is_dir()
+        mb.run_backup(str(store), keyring, admin, databases=[shop], parallel=1, include_users=False)
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_root))  # this process's temp folder, as TMPDIR would
+
+        mr.restore_mysql_from(mr.open_backup_set(str(store)), keyring, admin, databases=[shop])
+
+        assert not folders["die"].exists()
+        assert folders["live"].is_dir()
+        assert [p.name for p in tmp_root.iterdir()] == [folders["live"].name]  # the restore's own one is gone too
+    finally:
+        owners["live"].stdin.close()
+        owners["live"].wait(timeout=30)
 
 
 def test_single_table_restored_beside_the_original(admin, shop, store, keyring):

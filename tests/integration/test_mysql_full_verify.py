@@ -13,12 +13,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from mysql_helpers import sql
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import keys, mysql_scratch, set_verify
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_backup as mb
-from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import RestoreFailed
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import backup as mb
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import dumpformat
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import scratch as mysql_scratch
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops import set_verify
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import RestoreFailed
 
 SMALL_SQL = [
     "CREATE TABLE people (id INT PRIMARY KEY, name VARCHAR(40), photo BLOB, born DATE)",
@@ -32,26 +34,6 @@ SMALL_SQL = [
     "CREATE TRIGGER people_ai AFTER INSERT ON people FOR EACH ROW INSERT INTO log_lines VALUES (NEW.name, NOW())",
     "CREATE FUNCTION twice(x INT) RETURNS INT DETERMINISTIC RETURN x * 2",
 ]
-
-
-@pytest.fixture(scope="module")
-def admin(lab_env):
-    return my.ConnParams.from_lab_env(lab_env)
-
-
-@pytest.fixture
-def keyring(tmp_path):
-    key_file = tmp_path / "kek.key"
-    keys.create_key_file(key_file)
-    return keys.KeyRing.from_options(key_file=key_file)
-
-
-def sql(params, *statements, db=None):
-    conn = my.connect(params, database=db)
-    try:
-        return [my.query_all(conn, s) for s in statements]
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -164,7 +146,7 @@ def test_a_tampered_native_table_artifact_fails_the_full_verify_naming_it(admin,
     assert not report["ok"]
     assert len(report["failed"]) == 1
     failure = report["failed"][0]
-    assert failure.startswith(f"mysql/{mb.data_artifact_name(small_db, 'people')}: ")
+    assert failure.startswith(f"mysql/{dumpformat.data_artifact_name(small_db, 'people')}: ")
     assert f"{small_db}.people" in failure and "checksum different" in failure
     assert_no_scratch_left(work_dir)
 
@@ -189,7 +171,7 @@ def test_a_tsv_artifact_that_does_not_load_cleanly_fails_the_full_verify(admin, 
 
     assert not report["ok"]
     failure = report["failed"][0]
-    assert failure.startswith(f"mysql/{mb.tsv_artifact_name(small_db, 'counters')}: ")
+    assert failure.startswith(f"mysql/{dumpformat.tsv_artifact_name(small_db, 'counters')}: ")
     assert "warning" in failure
     assert_no_scratch_left(work_dir)
 

@@ -18,12 +18,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from mysql_helpers import sql, table_state
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset, binlog, keys
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_backup as mb
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
-from ansible_collections.lifeboat.dr.plugins.module_utils.mysql_restore import idempotent_users_sql, split_users_sql
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import backup as mb
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import binlog
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import conn as my
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql.restore import (
+    idempotent_users_sql,
+    split_users_sql,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError
+from lab.params import lab_mysql_params
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = REPO / ".venv" / "bin" / "python"
@@ -107,31 +114,8 @@ def _lab_env_of(state: Path, env: dict) -> dict:
     return {"LAB_STATE_DIR": str(state), "LAB_PORT_BASE": env["LAB_PORT_BASE"]}
 
 
-def _run(params: my.ConnParams, *statements: str, db: str | None = None) -> list:
-    conn = my.connect(params, database=db)
-    try:
-        return [my.query_all(conn, s) for s in statements]
-    finally:
-        conn.close()
-
-
-def _table_state(params: my.ConnParams, db: str) -> dict[str, tuple[int, str]]:
-    """Every base table's (row count, content checksum), computed like the backup does."""
-    conn = my.connect(params, raw=True)
-    try:
-        specs, _views = mb.discover_tables(conn, [db])
-        out = {}
-        for spec in specs:
-            hasher = mb.RowHasher(spec.hash_mode)
-            mb.stream_table_rows(conn, mb.row_select_sql(spec), hasher.update)
-            out[spec.table] = (hasher.rows, hasher.hexdigest())
-        return out
-    finally:
-        conn.close()
-
-
 def _grants(params: my.ConnParams, account: str) -> list[str]:
-    return sorted(r[0] for r in _run(params, f"SHOW GRANTS FOR {account}")[0])
+    return sorted(r[0] for r in sql(params, f"SHOW GRANTS FOR {account}")[0])
 
 
 def _corrupt_and_kill(datadir: Path, pid_file: Path) -> None:
@@ -157,24 +141,24 @@ def _run_module(name: str, args: dict) -> dict:
 
 def test_corrupt_datadir_is_kept_aside_and_a_fresh_server_gets_data_users_and_grants_back(private_mysql, tmp_path):
     state, env = private_mysql
-    admin = my.ConnParams.from_lab_env(env)
+    admin = lab_mysql_params(env)
     app_account = "'shopapp'@'127.0.0.1'"
-    _run(admin, "CREATE DATABASE shop")
-    _run(admin, "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40), price DECIMAL(8,2))",
-         "INSERT INTO items SELECT seq, CONCAT('item ', seq), seq / 7 FROM seq_1_to_500",
-         "CREATE TABLE notes (n TEXT)", "INSERT INTO notes VALUES ('a;\\nb'), (NULL)", db="shop")
-    _run(admin,
-         "CREATE ROLE shop_reader", "GRANT SELECT ON shop.* TO shop_reader",
-         f"CREATE USER {app_account} IDENTIFIED BY '{APP_PASSWORD}'",
-         f"GRANT INSERT, UPDATE ON shop.items TO {app_account}", f"GRANT shop_reader TO {app_account}",
-         f"SET DEFAULT ROLE shop_reader FOR {app_account}")
-    before = _table_state(admin, "shop")
+    sql(admin, "CREATE DATABASE shop")
+    sql(admin, "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40), price DECIMAL(8,2))",
+        "INSERT INTO items SELECT seq, CONCAT('item ', seq), seq / 7 FROM seq_1_to_500",
+        "CREATE TABLE notes (n TEXT)", "INSERT INTO notes VALUES ('a;\\nb'), (NULL)", db="shop")
+    sql(admin,
+        "CREATE ROLE shop_reader", "GRANT SELECT ON shop.* TO shop_reader",
+        f"CREATE USER {app_account} IDENTIFIED BY '{APP_PASSWORD}'",
+        f"GRANT INSERT, UPDATE ON shop.items TO {app_account}", f"GRANT shop_reader TO {app_account}",
+        f"SET DEFAULT ROLE shop_reader FOR {app_account}")
+    before = table_state(admin, "shop")
     grants_before = {a: _grants(admin, a) for a in (app_account, "shop_reader", "'lifeboat_admin'@'127.0.0.1'")}
     key_file = tmp_path / "kek.key"
     keys.create_key_file(key_file)
     store = tmp_path / "store"
     ring = keys.KeyRing.from_options(key_file=key_file)
-    backup = mb.run_backup(str(store), ring, my.ConnParams.from_lab_env(env, backup_user=True), databases=["shop"])
+    backup = mb.run_backup(str(store), ring, lab_mysql_params(env, backup_user=True), databases=["shop"])
     datadir = Path(env["LAB_MYSQL_DATADIR"])
     _corrupt_and_kill(datadir, state / "run" / "mysql.pid")
 
@@ -189,11 +173,11 @@ def test_corrupt_datadir_is_kept_aside_and_a_fresh_server_gets_data_users_and_gr
     assert kept.parent == datadir.parent and kept.name.startswith(datadir.name + ".lbbroken_")
     assert (kept / "shop" / "items.ibd").exists(), "the broken datadir must be kept, not deleted"
     assert (datadir / "mysql").is_dir() and not (datadir / "shop__lbrestore").exists()
-    assert _table_state(admin, "shop") == before
+    assert table_state(admin, "shop") == before
     assert set(result["verified"]) == {"shop.items", "shop.notes"}
     assert {a: _grants(admin, a) for a in grants_before} == grants_before
     app = my.ConnParams(host=admin.host, port=admin.port, user="shopapp", password=APP_PASSWORD)
-    assert _run(app, "SELECT COUNT(*) FROM shop.items")[0][0][0] == 500
+    assert sql(app, "SELECT COUNT(*) FROM shop.items")[0][0][0] == 500
     assert admin.password not in json.dumps(result) and APP_PASSWORD not in json.dumps(result)
 
 
@@ -212,8 +196,8 @@ def test_salvage_before_any_archive_run_takes_the_identity_of_the_newest_base(pr
     key_file = tmp_path / "kek.key"
     keys.create_key_file(key_file)
     ring = keys.KeyRing.from_options(key_file=key_file)
-    store = backupset.Store(tmp_path / "store")
-    admin = my.ConnParams.from_lab_env(lab_env)
+    store = Store(tmp_path / "store")
+    admin = lab_mysql_params(lab_env)
     db = f"lbsalv_{os.urandom(3).hex()}"
     conn = my.connect(admin)
     try:
@@ -223,7 +207,7 @@ def test_salvage_before_any_archive_run_takes_the_identity_of_the_newest_base(pr
         _binlog_copy(conn, lab_env["LAB_MYSQL_DATADIR"], tmp_path / "early")
         with pytest.raises(ConfigError, match="give identity"):
             binlog.salvage_from_files(tmp_path / "early", store, ring)  # no archive, no base: cannot tell
-        base = mb.run_backup(str(store.root), ring, my.ConnParams.from_lab_env(lab_env, backup_user=True),
+        base = mb.run_backup(str(store.root), ring, lab_mysql_params(lab_env, backup_user=True),
                              databases=[db], include_users=False)
         my.execute(conn, f"INSERT INTO {db}.t VALUES ('after-the-base')")
         name = _binlog_copy(conn, lab_env["LAB_MYSQL_DATADIR"], tmp_path / "dead")
@@ -239,20 +223,20 @@ def test_salvage_before_any_archive_run_takes_the_identity_of_the_newest_base(pr
 def test_pitr_into_a_fresh_server_is_one_restore_then_the_replay(private_mysql, tmp_path):
     """Dead server: salvage its binlogs, then mysql_pitr execute restore_mode=reinit_datadir target latest."""
     state, env = private_mysql
-    admin = my.ConnParams.from_lab_env(env)
-    _run(admin, "CREATE DATABASE shop")
-    _run(admin, "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))", "INSERT INTO t VALUES (1, 'in-the-base')",
-         db="shop")
+    admin = lab_mysql_params(env)
+    sql(admin, "CREATE DATABASE shop")
+    sql(admin, "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))", "INSERT INTO t VALUES (1, 'in-the-base')",
+        db="shop")
     key_file = tmp_path / "kek.key"
     keys.create_key_file(key_file)
     ring = keys.KeyRing.from_options(key_file=key_file)
     store = tmp_path / "store"
-    mb.run_backup(str(store), ring, my.ConnParams.from_lab_env(env, backup_user=True), databases=["shop"])
-    _run(admin, "INSERT INTO t VALUES (2, 'after-the-base')", "UPDATE t SET v = 'changed' WHERE id = 1", db="shop")
-    expected = _table_state(admin, "shop")
+    mb.run_backup(str(store), ring, lab_mysql_params(env, backup_user=True), databases=["shop"])
+    sql(admin, "INSERT INTO t VALUES (2, 'after-the-base')", "UPDATE t SET v = 'changed' WHERE id = 1", db="shop")
+    expected = table_state(admin, "shop")
     datadir = Path(env["LAB_MYSQL_DATADIR"])
     _corrupt_and_kill(datadir, state / "run" / "mysql.pid")
-    salvaged = binlog.salvage_from_files(datadir, backupset.Store(store), ring)
+    salvaged = binlog.salvage_from_files(datadir, Store(store), ring)
     assert salvaged["archived"]
 
     result = _run_module("mysql_pitr", {
@@ -263,4 +247,4 @@ def test_pitr_into_a_fresh_server_is_one_restore_then_the_replay(private_mysql, 
         "datadir": str(datadir), "root_socket": env["LAB_MYSQL_SOCKET"], "start_timeout": 60})
 
     assert Path(result["restore"]["broken_datadir_kept_at"]).name.startswith(datadir.name + ".lbbroken_")
-    assert _table_state(admin, "shop") == expected
+    assert table_state(admin, "shop") == expected

@@ -8,12 +8,13 @@ from __future__ import annotations
 import secrets
 
 import pytest
+from mysql_helpers import sql, table_state
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset, keys
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_backup as mb
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_restore as mr
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import VerificationFailed
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import backup as mb
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import dumpformat
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import restore as mr
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import VerificationFailed
 
 ODD_SQL = [
     "SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO')",  # so z = 0 is stored as 0
@@ -36,26 +37,6 @@ ODD_SQL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def admin(lab_env):
-    return my.ConnParams.from_lab_env(lab_env)
-
-
-@pytest.fixture
-def keyring(tmp_path):
-    key_file = tmp_path / "kek.key"
-    keys.create_key_file(key_file)
-    return keys.KeyRing.from_options(key_file=key_file)
-
-
-def sql(params, *statements, db=None):
-    conn = my.connect(params, database=db)
-    try:
-        return [my.query_all(conn, s) for s in statements]
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def odd(admin):
     db = f"lbt_{secrets.token_hex(4)}"
@@ -66,20 +47,6 @@ def odd(admin):
     sql(admin, *[f"DROP DATABASE IF EXISTS `{n}`" for n in names])
 
 
-def table_state(params, db):
-    conn = my.connect(params, raw=True)
-    try:
-        specs, _views = mb.discover_tables(conn, [db])
-        out = {}
-        for spec in specs:
-            hasher = mb.RowHasher(spec.hash_mode)
-            mb.stream_table_rows(conn, mb.row_select_sql(spec), hasher.update)
-            out[spec.table] = (hasher.rows, hasher.hexdigest())
-        return out
-    finally:
-        conn.close()
-
-
 @pytest.mark.parametrize("parallel", [1, 2])
 def test_tsv_backup_restores_every_value_exactly(admin, odd, tmp_path, keyring, parallel):
     before = table_state(admin, odd)
@@ -87,9 +54,9 @@ def test_tsv_backup_restores_every_value_exactly(admin, odd, tmp_path, keyring, 
     result = mb.run_backup(str(tmp_path / "store"), keyring, admin, databases=[odd], parallel=parallel,
                            include_users=False, method="tsv")
     assert result["methods"] == {"native": 0, "tsv": 4} and result["rows"] == 8
-    bset = backupset.Store(tmp_path / "store").open_set(result["set_id"])
+    bset = Store(tmp_path / "store").open_set(result["set_id"])
     meta = bset.read_json("mysql", "mysql_backup_metadata.json")
-    assert meta["format"] == mb.TSV_METADATA_FORMAT
+    assert meta["format"] == dumpformat.TSV_METADATA_FORMAT
     assert {t["table"]: t["rows"] for t in meta["tables"]} == {"odd": 3, "nokey": 3, "empty_t": 0, "tëst_表": 2}
     for table in meta["tables"]:  # the recorded checksum is recomputable from the artifact alone
         with bset.open_artifact("mysql", table["artifact"], keyring) as reader:

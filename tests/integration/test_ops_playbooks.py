@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
-from ansible_collections.lifeboat.dr.plugins.module_utils import jobs, keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import jobs
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.ids import utc_now
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
@@ -84,20 +86,20 @@ def test_schedule_playbook_installs_idempotently_and_removes(tmp_path: Path):
 
 
 @pytest.fixture()
-def small_store(tmp_path: Path) -> bs.Store:
+def small_store(tmp_path: Path) -> Store:
     keys.create_key_file(tmp_path / "k.key")
     ring = keys.KeyRing(keys.FileKEK.load(tmp_path / "k.key"))
-    store = bs.Store(tmp_path / "store", reserve_bytes=0)
+    store = Store(tmp_path / "store", reserve_bytes=0)
     for _n in range(3):
         with store.begin_set("redis", ["redis"], ring) as writer:
             with writer.artifact("redis", "dump.rdb") as out:
                 out.write(b"r" * 500)
             writer.publish()
-            jobs.record_job(store, "backup", start=bs.utc_now(), backup_id=writer.set_id, components=["redis"])
+            jobs.record_job(store, "backup", start=utc_now(), backup_id=writer.set_id, components=["redis"])
     return store
 
 
-def test_prune_playbook_check_mode_changes_nothing_then_prunes(small_store: bs.Store):
+def test_prune_playbook_check_mode_changes_nothing_then_prunes(small_store: Store):
     extra = {"lifeboat_store": str(small_store.root), "lifeboat_retention_keep_last": 1,
              "lifeboat_retention_keep_daily": 0, "lifeboat_retention_keep_weekly": 0,
              "lifeboat_retention_keep_monthly": 0, "lifeboat_retention_keep_within_days": 0,
@@ -110,7 +112,7 @@ def test_prune_playbook_check_mode_changes_nothing_then_prunes(small_store: bs.S
     assert [s.set_id for s in small_store.list_sets()] == ids[-1:]
 
 
-def test_health_playbook_writes_json_and_html(small_store: bs.Store, tmp_path: Path):
+def test_health_playbook_writes_json_and_html(small_store: Store, tmp_path: Path):
     out_json, out_html, prom = tmp_path / "h.json", tmp_path / "h.html", tmp_path / "m.prom"
     proc = playbook("health_report.yml", {"lifeboat_store": str(small_store.root),
                                           "lifeboat_health_json_path": str(out_json),

@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import audit, health, jobs, keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops import health
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import audit, jobs
 
 PACKAGE = "ansible_collections.lifeboat.dr.plugins.modules."
 

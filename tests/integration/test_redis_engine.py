@@ -10,34 +10,28 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import keys, rdb
-from ansible_collections.lifeboat.dr.plugins.module_utils import redis_engine as engine
-from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.redis import engine, rdb
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.redis.conn import RedisParams
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     AuthenticationFailed,
     ConnectionFailure,
     RestoreFailed,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.redis_conn import RedisParams
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 
 TTL_TOLERANCE_MS = 5000
-
-
-@pytest.fixture
-def ring(tmp_path):
-    path = tmp_path / "kek"
-    keys.create_key_file(path)
-    return keys.KeyRing.from_options(key_file=path)
 
 
 @pytest.fixture
@@ -123,8 +117,8 @@ def assert_same_data(before: dict, after: dict, elapsed_ms: int) -> None:
                 assert pttl - elapsed_ms - TTL_TOLERANCE_MS <= got_pttl <= pttl, f"db{db} {key!r}: TTL {got_pttl}"
 
 
-def network_backup(store: Store, ring, params: RedisParams, **kwargs) -> str:
-    with store.begin_set("redis", ["redis"], ring) as writer:
+def network_backup(store: Store, keyring, params: RedisParams, **kwargs) -> str:
+    with store.begin_set("redis", ["redis"], keyring) as writer:
         engine.backup_redis_into(writer, params, **kwargs)
         writer.publish()
         return writer.set_id
@@ -133,20 +127,20 @@ def network_backup(store: Store, ring, params: RedisParams, **kwargs) -> str:
 # --------------------------------------------------------------------------------------------- restore
 
 
-def test_restore_with_appendonly_yes_loads_the_backup_not_the_newer_aof(tmp_path, store, ring):
+def test_restore_with_appendonly_yes_loads_the_backup_not_the_newer_aof(tmp_path, store, keyring):
     with engine.ScratchRedis(base_dir=str(tmp_path), appendonly=True) as server:
         server.start()
         fill_all_types(server)
         before = snapshot(server)
         functions = client(server).function_list()
         taken = time.monotonic()
-        set_id = network_backup(store, ring, server.params)
+        set_id = network_backup(store, keyring, server.params)
         c = client(server)
         c.set("after-backup", "newer")  # only in memory and the AOF
         c.delete("s:plain")
         c.hset("h:small", "c", "3")
 
-        summary = engine.restore_redis_from(store.open_set(set_id), ring, service=server,
+        summary = engine.restore_redis_from(store.open_set(set_id), keyring, service=server,
                                             data_dir=str(server.data_dir), conn=server.params)
 
         after = snapshot(server)
@@ -164,13 +158,13 @@ def test_restore_with_appendonly_yes_loads_the_backup_not_the_newer_aof(tmp_path
         assert sum(len(v) for v in snapshot(server).values()) == sum(len(v) for v in before.values())
 
 
-def test_restore_after_flushall_and_deleted_files_brings_everything_back(tmp_path, store, ring):
+def test_restore_after_flushall_and_deleted_files_brings_everything_back(tmp_path, store, keyring):
     with engine.ScratchRedis(base_dir=str(tmp_path), appendonly=False) as server:
         server.start()
         fill_all_types(server)
         before = snapshot(server)
         taken = time.monotonic()
-        set_id = network_backup(store, ring, server.params)
+        set_id = network_backup(store, keyring, server.params)
         client(server).flushall()
         server.stop()
         for path in server.data_dir.iterdir():
@@ -178,23 +172,68 @@ def test_restore_after_flushall_and_deleted_files_brings_everything_back(tmp_pat
         server.start()
         assert client(server).dbsize() == 0
 
-        summary = engine.restore_redis_from(store.open_set(set_id), ring, service=server,
+        summary = engine.restore_redis_from(store.open_set(set_id), keyring, service=server,
                                             data_dir=str(server.data_dir), conn=server.params)
 
         assert_same_data(before, snapshot(server), int((time.monotonic() - taken) * 1000))
         assert summary["previous_data"] is None  # nothing was there to keep
 
 
-def test_restore_that_loads_the_wrong_data_is_rolled_back(tmp_path, store, ring):
+_STAGING_OWNER = """
+import os, signal, sys
+from ansible_collections.lifeboat.dr.plugins.module_utils.util import rundirs
+folder = rundirs.make_owned_tmpdir(sys.argv[1], root=sys.argv[2])
+with open(os.path.join(folder, "dump.rdb"), "wb") as fh:
+    fh.write(b"REDIS0011 plaintext of a restore that never finished")
+print(folder, flush=True)
+if sys.argv[3] == "die":
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.stdin.read()
+"""
+
+
+def test_restore_removes_the_plaintext_staging_folder_of_a_killed_restore_but_not_a_running_ones(
+        tmp_path, store, keyring):
+    """A restore SIGKILLed mid-way leaves its decrypted RDB beside the data dir; the next restore
+    removes that folder (its owner is gone), never the staging folder of a restore still running."""
+    with engine.ScratchRedis(base_dir=str(tmp_path), appendonly=False) as server:
+        server.start()
+        fill_all_types(server)
+        before = snapshot(server)
+        taken = time.monotonic()
+        set_id = network_backup(store, keyring, server.params)
+        prefix = f"{server.data_dir.name}.{engine.STAGING_TAG}-"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        owners = {fate: subprocess.Popen([sys.executable, "-c", _STAGING_OWNER, prefix, str(server.data_dir.parent),
+                                          fate], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                  for fate in ("die", "live")}
+        folders = {fate: Path(proc.stdout.readline().strip()) for fate, proc in owners.items()}
+        try:
+            assert owners["die"].wait(timeout=30) == -signal.SIGKILL and (folders["die"] / "dump.rdb").is_file()
+
+            engine.restore_redis_from(store.open_set(set_id), keyring, service=server,
+                                      data_dir=str(server.data_dir), conn=server.params)
+
+            assert not folders["die"].exists()
+            assert (folders["live"] / "dump.rdb").is_file()
+            staging = sorted(p.name for p in server.data_dir.parent.glob(f"{prefix}*"))
+            assert staging == [folders["live"].name]  # the restore's own staging folder is gone too
+            assert_same_data(before, snapshot(server), int((time.monotonic() - taken) * 1000))
+        finally:
+            owners["live"].stdin.close()
+            owners["live"].wait(timeout=30)
+
+
+def test_restore_that_loads_the_wrong_data_is_rolled_back(tmp_path, store, keyring):
     with engine.ScratchRedis(base_dir=str(tmp_path), appendonly=True) as server:
         server.start()
         client(server).set("original", "1")
-        set_id = network_backup(store, ring, server.params)
+        set_id = network_backup(store, keyring, server.params)
         client(server).set("newer", "2")
         wrong = {"appendfilename": "other.aof"}  # the server will not find this AOF: it starts empty
 
         with pytest.raises(RestoreFailed) as caught:
-            engine.restore_redis_from(store.open_set(set_id), ring, service=server, data_dir=str(server.data_dir),
+            engine.restore_redis_from(store.open_set(set_id), keyring, service=server, data_dir=str(server.data_dir),
                                       conn=server.params, layout=wrong)
 
         assert "rolled back" in str(caught.value) and "db0: 0 keys, expected 1" in str(caught.value)
@@ -203,11 +242,11 @@ def test_restore_that_loads_the_wrong_data_is_rolled_back(tmp_path, store, ring)
         assert list(server.data_dir.parent.glob("data.lbfailed-*"))
 
 
-def test_a_damaged_backup_is_refused_before_the_server_is_touched(tmp_path, store, ring):
+def test_a_damaged_backup_is_refused_before_the_server_is_touched(tmp_path, store, keyring):
     with engine.ScratchRedis(base_dir=str(tmp_path)) as server:
         server.start()
         client(server).set("k", "v")
-        set_id = network_backup(store, ring, server.params)
+        set_id = network_backup(store, keyring, server.params)
         pid = server.proc.pid
         artifact = store.open_set(set_id).path / "redis" / engine.RDB_ARTIFACT
         data = bytearray(artifact.read_bytes())
@@ -215,7 +254,7 @@ def test_a_damaged_backup_is_refused_before_the_server_is_touched(tmp_path, stor
         artifact.write_bytes(bytes(data))
 
         with pytest.raises(Exception) as caught:
-            engine.restore_redis_from(store.open_set(set_id), ring, service=server,
+            engine.restore_redis_from(store.open_set(set_id), keyring, service=server,
                                       data_dir=str(server.data_dir), conn=server.params)
 
         assert type(caught.value).__name__ in ("TamperedData", "IntegrityError", "RestoreFailed")
@@ -226,12 +265,12 @@ def test_a_damaged_backup_is_refused_before_the_server_is_touched(tmp_path, stor
 # --------------------------------------------------------------------------------------------- verify
 
 
-def test_full_verify_loads_the_backup_into_a_scratch_server(tmp_path, store, ring):
+def test_full_verify_loads_the_backup_into_a_scratch_server(tmp_path, store, keyring):
     with engine.ScratchRedis(base_dir=str(tmp_path)) as server:
         server.start()
         fill_all_types(server)
-        set_id = network_backup(store, ring, server.params)
-    report = engine.verify_redis_set(store.open_set(set_id), ring, mode="full", work_dir=str(tmp_path))
+        set_id = network_backup(store, keyring, server.params)
+    report = engine.verify_redis_set(store.open_set(set_id), keyring, mode="full", work_dir=str(tmp_path))
     assert report["ok"], report["checks"]
     names = [c["name"] for c in report["checks"]]
     assert "redis-check-rdb accepts the RDB" in names
@@ -248,35 +287,40 @@ def lab_params(env: dict, password: str | None = None) -> RedisParams:
                        password=env["LAB_REDIS_BACKUP_PASSWORD"] if password is None else password)
 
 
-def test_wrong_password_fails_clearly_and_leaves_nothing(lab_env, store, ring):
+def test_wrong_password_fails_clearly_and_leaves_nothing(lab_env, store, keyring):
     with pytest.raises(AuthenticationFailed) as caught:
-        network_backup(store, ring, lab_params(lab_env, password="not-the-password"))
+        network_backup(store, keyring, lab_params(lab_env, password="not-the-password"))
     message = str(caught.value)
     assert "WRONGPASS" in message and "redis_password" in message
     assert "not-the-password" not in message and lab_env["LAB_REDIS_BACKUP_PASSWORD"] not in message
     assert store.list_sets(include_partial=True) == []
 
 
-def test_network_backup_of_the_lab_records_server_facts_and_verifies(lab_env, store, ring):
-    set_id = network_backup(store, ring, lab_params(lab_env))
+def test_network_backup_of_the_lab_records_server_facts_and_verifies(lab_env, store, keyring):
+    set_id = network_backup(store, keyring, lab_params(lab_env))
     backup_set = store.open_set(set_id)
     meta = backup_set.read_json("redis", engine.METADATA_JSON)
     assert meta["redis_version"].startswith("7.") and meta["role"] == "master"
     assert meta["rdb"]["version"] == 10 and meta["rdb"]["framing"] == "diskless"
     assert meta["rdb_last_save_time"] > 0 and meta["keyspace"]
     assert backup_set.component_metadata("redis")["rdb_keys_per_db"] == meta["rdb"]["keys_per_db"]
-    report = engine.verify_redis_set(backup_set, ring, mode="quick")
+    # the lab's real RDB passes the built-in check and redis-check-rdb, both run over the stream
+    assert meta["rdb"]["checks"] == ["lifeboat-structural", "redis-check-rdb"]
+    assert meta["rdb"]["reference_check"]["ok"] is True
+    report = engine.verify_redis_set(backup_set, keyring, mode="quick")
     assert report["ok"], report["checks"]
+    assert report["rdb"]["checks"] == ["lifeboat-structural", "redis-check-rdb"]
+    assert {"rdb structure and CRC64", "redis-check-rdb accepts the RDB"} <= {c["name"] for c in report["checks"]}
 
 
-def test_file_mode_with_aof_of_the_lab_passes_full_verify(lab_env, store, ring, tmp_path):
-    set_id = network_backup(store, ring, lab_params(lab_env), mode="file", include_aof=True,
+def test_file_mode_with_aof_of_the_lab_passes_full_verify(lab_env, store, keyring, tmp_path):
+    set_id = network_backup(store, keyring, lab_params(lab_env), mode="file", include_aof=True,
                             data_dir=lab_env["LAB_REDIS_DIR"])
     backup_set = store.open_set(set_id)
     meta = backup_set.read_json("redis", engine.METADATA_JSON)
     assert meta["rdb"]["source"] == "file"
     assert meta["aof"]["base_format"] == "rdb" and [f["type"] for f in meta["aof"]["files"]][0] == "b"
-    report = engine.verify_redis_set(backup_set, ring, mode="full", work_dir=str(tmp_path))
+    report = engine.verify_redis_set(backup_set, keyring, mode="full", work_dir=str(tmp_path))
     assert report["ok"], report["checks"]
     assert "redis-check-aof accepts the AOF" in [c["name"] for c in report["checks"]]
 
@@ -395,7 +439,7 @@ def _free_lab_offset() -> int:
 def private_lab_redis(tmp_path):
     """A second, private lab Redis (own state folder and port; the lab's redis.conf: appendonly yes,
     ACL user lifeboat), controlled through service.get_service("lab", "redis", ...)."""
-    from ansible_collections.lifeboat.dr.plugins.module_utils.service import get_service
+    from ansible_collections.lifeboat.dr.plugins.module_utils.util.service import get_service
 
     state = tmp_path / "lab"
     offset = _free_lab_offset()
@@ -403,24 +447,27 @@ def private_lab_redis(tmp_path):
     env = dict(line[len("export "):].split("=", 1) for line in _lab_cmd(state, "env").splitlines()
                if line.startswith("export "))
     env = {k: v.strip("'\"") for k, v in env.items()}
-    service = get_service("lab", "redis", repo_dir=str(REPO_DIR), env={"LAB_STATE_DIR": str(state)})
+    # the service inherits this process's environment: name the private lab's own offset, so that a
+    # LAB_PORT_BASE exported for the caller's lab does not point the service at other ports
+    service = get_service("lab", "redis", repo_dir=str(REPO_DIR),
+                          env={"LAB_STATE_DIR": str(state), "LAB_PORT_BASE": str(offset)})
     try:
         yield env, service
     finally:
         _lab_cmd(state, "service", "redis", "stop")
 
 
-def test_restore_through_the_lab_service_manager(private_lab_redis, store, ring):
+def test_restore_through_the_lab_service_manager(private_lab_redis, store, keyring):
     env, service = private_lab_redis
     admin = redis.Redis(port=int(env["LAB_REDIS_PORT"]), password=env["LAB_REDIS_PASSWORD"], socket_timeout=10)
     admin.set("before", "1")
     redis.Redis(port=int(env["LAB_REDIS_PORT"]), password=env["LAB_REDIS_PASSWORD"], db=3).hset("h", "f", "v")
     params = lab_params(env)
-    set_id = network_backup(store, ring, params)
+    set_id = network_backup(store, keyring, params)
     admin.set("after", "2")
     admin.delete("before")
 
-    summary = engine.run_redis_restore(str(store.root), ring, params, service=service, set_id=set_id)
+    summary = engine.run_redis_restore(str(store.root), keyring, params, service=service, set_id=set_id)
 
     assert service.is_running()
     assert admin.get("before") == b"1" and admin.get("after") is None
@@ -470,7 +517,7 @@ def _write_tls_material(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def test_network_backup_over_tls_checks_the_server_certificate(tmp_path, store, ring):
+def test_network_backup_over_tls_checks_the_server_certificate(tmp_path, store, keyring):
     tls = _write_tls_material(tmp_path)
     tls_port = engine.free_port()
     config = (f"tls-port {tls_port}", f"tls-cert-file {tls['cert']}", f"tls-key-file {tls['key']}",
@@ -480,12 +527,12 @@ def test_network_backup_over_tls_checks_the_server_certificate(tmp_path, store, 
         client(server).set("over-tls", "yes")
         params = RedisParams(port=tls_port, password=server.password, tls=True, ca_cert=str(tls["ca"]))
 
-        set_id = network_backup(store, ring, params)
+        set_id = network_backup(store, keyring, params)
         assert store.open_set(set_id).read_json("redis", engine.METADATA_JSON)["rdb"]["keys_per_db"] == {"0": 1}
 
         wrong_ca = RedisParams(port=tls_port, password=server.password, tls=True, ca_cert=str(tls["other_ca"]))
         with pytest.raises(ConnectionFailure) as caught:
-            network_backup(store, ring, wrong_ca)
+            network_backup(store, keyring, wrong_ca)
         assert "TLS handshake" in str(caught.value) and "redis_ca_cert" in str(caught.value)
         assert len(store.list_sets(include_partial=True)) == 1
 
@@ -529,7 +576,7 @@ def test_aof_manifest_lines_are_parsed_and_unsafe_names_refused():
 
 
 def test_info_and_keyspace_parsing():
-    from ansible_collections.lifeboat.dr.plugins.module_utils.redis_conn import parse_info, parse_keyspace
+    from ansible_collections.lifeboat.dr.plugins.module_utils.components.redis.conn import parse_info, parse_keyspace
 
     info = parse_info("# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=5\r\ndb12:keys=7,expires=0,avg_ttl=0\r\n"
                       "role:master\r\n")
@@ -601,14 +648,14 @@ MODULES_PLAYBOOK = """
 """
 
 
-def test_modules_back_up_verify_and_restore_in_a_playbook(private_lab_redis, tmp_path, ring):
+def test_modules_back_up_verify_and_restore_in_a_playbook(private_lab_redis, tmp_path, keyring):
     import json
     import sys
 
     env = private_lab_redis[0]
     admin = redis.Redis(port=int(env["LAB_REDIS_PORT"]), password=env["LAB_REDIS_PASSWORD"], socket_timeout=10)
     admin.set("early", "1")
-    key_file = tmp_path / "kek"  # the ring fixture's key
+    key_file = tmp_path / "kek.key"  # the keyring fixture's key
     variables = {"lab_redis_port": env["LAB_REDIS_PORT"], "ansible_python_interpreter": sys.executable,
                  "backup_password": env["LAB_REDIS_BACKUP_PASSWORD"],
                  "admin_password": env["LAB_REDIS_PASSWORD"], "store": str(tmp_path / "store"),
@@ -621,7 +668,9 @@ def test_modules_back_up_verify_and_restore_in_a_playbook(private_lab_redis, tmp
     vars_file.chmod(0o600)
     playbook = tmp_path / "redis.yml"
     playbook.write_text(MODULES_PLAYBOOK)
-    run_env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_DIR / "ansible.cfg")}
+    # without the caller's LAB_PORT_BASE: the private lab's state folder records its own offset
+    run_env = {**{k: v for k, v in os.environ.items() if k != "LAB_PORT_BASE"},
+               "ANSIBLE_CONFIG": str(REPO_DIR / "ansible.cfg")}
     proc = subprocess.run([str(REPO_DIR / ".venv" / "bin" / "ansible-playbook"), "-i", "localhost,",
                            "-e", f"@{vars_file}", str(playbook)], env=run_env, capture_output=True, text=True,
                           timeout=300, check=False)
@@ -631,6 +680,7 @@ def test_modules_back_up_verify_and_restore_in_a_playbook(private_lab_redis, tmp
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["plan"]["server"]["role"] == "master" and "set_id" not in results["plan"]
     assert results["backup"]["rdb_keys_per_db"] == {"0": 1} and results["backup"]["aof"]["files"]
+    assert results["backup"]["rdb_checks"] == ["lifeboat-structural", "redis-check-rdb"]
     assert results["verify"]["ok"] and results["verify"]["record"]
     assert "appendonlydir" in results["restore_plan"]["would_move_aside"]
     assert results["restore"]["set_id"] == results["backup"]["set_id"]
@@ -642,7 +692,7 @@ def test_diskless_payload_ends_exactly_at_the_marker_however_the_bytes_arrive(st
     import io
     from types import SimpleNamespace
 
-    from ansible_collections.lifeboat.dr.plugins.module_utils.redis_conn import RdbPayload
+    from ansible_collections.lifeboat.dr.plugins.module_utils.components.redis.conn import RdbPayload
 
     mark = b"0123456789abcdef0123456789abcdef01234567"
     payload = bytes(range(256)) * 3 + mark[:20]  # contains a prefix of the marker
@@ -660,15 +710,15 @@ def test_diskless_payload_ends_exactly_at_the_marker_however_the_bytes_arrive(st
     assert got == payload and reader.done == len(payload)
 
 
-def test_quick_verify_reports_a_tampered_rdb_artifact(tmp_path, store, ring):
+def test_quick_verify_reports_a_tampered_rdb_artifact(tmp_path, store, keyring):
     with engine.ScratchRedis(base_dir=str(tmp_path)) as server:
         server.start()
         client(server).set("k", "v" * 1000)
-        set_id = network_backup(store, ring, server.params)
+        set_id = network_backup(store, keyring, server.params)
     artifact = store.open_set(set_id).path / "redis" / engine.RDB_ARTIFACT
     data = bytearray(artifact.read_bytes())
     data[-40] ^= 0x10
     artifact.write_bytes(bytes(data))
-    report = engine.verify_redis_set(store.open_set(set_id), ring, mode="quick")
+    report = engine.verify_redis_set(store.open_set(set_id), keyring, mode="quick")
     assert not report["ok"]
     assert any(not c["ok"] for c in report["checks"])

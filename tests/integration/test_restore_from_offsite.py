@@ -17,8 +17,9 @@ from pathlib import Path
 
 import redis
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import offsite
-from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import MANIFEST_NAME, Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import offsite
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.manifest import MANIFEST_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"

@@ -11,11 +11,19 @@ import secrets
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import vault_engine as ve
-from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
-from ansible_collections.lifeboat.dr.plugins.module_utils.keys import FileKEK, KeyRing, TransitKEK, create_key_file
-from ansible_collections.lifeboat.dr.plugins.module_utils.vault_conn import VaultOptions, connect
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.vault import engine as ve
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.vault.conn import VaultOptions, connect
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.keys import (
+    FileKEK,
+    KeyRing,
+    TransitKEK,
+    create_key_file,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.runstatus import RunStatus
+from ansible_collections.lifeboat.dr.plugins.module_utils.util import progress
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import Progress
 
 
 @pytest.fixture()
@@ -46,9 +54,25 @@ def test_snapshot_restore_brings_back_overwritten_and_deleted_secrets(lab_env, c
     conn.client.secrets.kv.v2.delete_metadata_and_all_versions(f"lifeboat/test-{tag}/gone", mount_point="secret")
     assert ve.read_kv2(conn, f"secret/lifeboat/test-{tag}/gone") is None
 
-    result = ve.run_vault_restore(str(store), keyring, conn, backup["set_id"],
-                                  unseal_keys_file=lab_env["LAB_VAULT_UNSEAL_KEYS_FILE"],
-                                  check_path="secret/lifeboat/canary")
+    reports: list[Progress] = []
+    status = RunStatus(store, "vault-restore", kind="restore", component="vault", interval_s=1.0).open()
+    steps: list[str] = []
+    record_step = status.set_step
+    status.set_step = lambda step: (steps.append(step), record_step(step))
+    previous = progress.set_progress_sink(status)
+    try:
+        result = ve.run_vault_restore(str(store), keyring, conn, backup["set_id"],
+                                      unseal_keys_file=lab_env["LAB_VAULT_UNSEAL_KEYS_FILE"],
+                                      check_path="secret/lifeboat/canary",
+                                      progress=lambda p: (reports.append(p), progress.log_progress()(p)))
+    finally:
+        progress.set_progress_sink(previous)
+        status.close()
+    # the run's progress: the artifact read, the live cluster kept aside, the snapshot sent; every step named
+    finals = {p.operation: p for p in reports if p.final}
+    assert finals["vault force-restore"].done_bytes == finals["vault force-restore"].total_bytes > 0
+    assert finals["vault snapshot"].done_bytes > 0 and any(op.startswith("read vault/") for op in finals)
+    assert [s.split(" ")[0] for s in steps] == ["decrypting", "checking", "keeping", "force-restoring", "waiting"]
     assert ve.read_kv2(conn, f"secret/lifeboat/test-{tag}/kept") == {"v": "original"}
     assert ve.read_kv2(conn, f"secret/lifeboat/test-{tag}/gone") == {"v": "will be deleted"}
     # the live state was kept aside as its own vault set, and it holds the overwritten value's time

@@ -7,7 +7,7 @@ import importlib
 import pytest
 import yaml
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import common
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge import common
 
 LAYERS = {
     "store": common.store_argument_spec,

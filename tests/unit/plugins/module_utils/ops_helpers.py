@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
-from ansible_collections.lifeboat.dr.plugins.module_utils import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
 
 
 def keyring(folder: Path) -> keys.KeyRing:
@@ -16,7 +16,7 @@ def keyring(folder: Path) -> keys.KeyRing:
     return keys.KeyRing(keys.FileKEK.load(path))
 
 
-def small_set(store: bs.Store, ring: keys.KeyRing, set_type: str = "full", components=("redis",),
+def small_set(store: Store, ring: keys.KeyRing, set_type: str = "full", components=("redis",),
               size: int = 1000) -> str:
     """Publish a set with one small artifact per component; returns its id."""
     with store.begin_set(set_type, list(components), ring) as writer:

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import crypto
-from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
-from ansible_collections.lifeboat.dr.plugins.module_utils.pipeline import open_artifact_reader, open_artifact_writer
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import crypto
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import Codec
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.pipeline import (
+    open_artifact_reader,
+    open_artifact_writer,
+)
 
 SET_ID = "full_20250129T020000Z_a1b2c3"
 ARTIFACT = "mysql/dump.sql.zst.enc"

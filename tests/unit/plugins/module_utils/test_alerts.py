@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import alerts
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops import alerts
 
 REPORT = {"status": "critical", "store": "/srv/lifeboat", "generated_at": "2025-01-29T02:00:00.000000Z",
           "problems": [{"level": "critical", "component": "mysql", "message": "the last backup job failed"}],

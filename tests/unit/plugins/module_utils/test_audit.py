@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import audit
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import audit
 
 
 @pytest.fixture()

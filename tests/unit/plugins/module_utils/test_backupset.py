@@ -11,10 +11,25 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
-from ansible_collections.lifeboat.dr.plugins.module_utils import keys
-from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import Codec
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import catalog as catalog_mod
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import verification as verification_mod
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import writer as writer_mod
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.ids import new_set_id, parse_set_id
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    load_manifest,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.verification import verify_artifact_file
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.writer import (
+    _rename_into_place,
+    codec_from,
+    codec_state,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     BackupFailed,
     ConfigError,
     IncompleteBackup,
@@ -26,7 +41,8 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
     UnknownFormatVersion,
     VerificationFailed,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.version import __version__
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.fsutil import write_file_atomic
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.version import __version__
 
 MYSQL_DUMP = b"CREATE TABLE t (id INT);\n" + b"INSERT INTO t VALUES (1);\n" * 5000
 REDIS_RDB = os.urandom(70_000)
@@ -39,11 +55,11 @@ def ring(tmp_path: Path) -> keys.KeyRing:
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> bs.Store:
-    return bs.Store(tmp_path / "store", reserve_bytes=0)
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "store", reserve_bytes=0)
 
 
-def write_full_set(store: bs.Store, ring: keys.KeyRing, **kwargs) -> dict:
+def write_full_set(store: Store, ring: keys.KeyRing, **kwargs) -> dict:
     """A published full set with mysql + redis artifacts, a JSON file, metadata and sources."""
     with store.begin_set("full", ["mysql", "redis"], ring, **kwargs) as writer:
         with writer.artifact("mysql", "dump.sql") as out:
@@ -67,14 +83,14 @@ def modes_below(root: Path) -> dict[str, int]:
 
 def test_set_ids_are_typed_utc_and_unique():
     when = datetime(2025, 1, 29, 2, 0, tzinfo=UTC)
-    ids = {bs.new_set_id("full", when) for _i in range(20)}
+    ids = {new_set_id("full", when) for _i in range(20)}
     assert len(ids) == 20
     assert all(re.fullmatch(r"full_20250129T020000Z_[0-9a-f]{6}", i) for i in ids)
-    assert bs.parse_set_id(next(iter(ids))) == ("full", when)
+    assert parse_set_id(next(iter(ids))) == ("full", when)
     with pytest.raises(ConfigError):
-        bs.new_set_id("nightly")
+        new_set_id("nightly")
     with pytest.raises(ConfigError):
-        bs.parse_set_id("../etc")
+        parse_set_id("../etc")
 
 
 def test_version_constant_matches_galaxy_yml():
@@ -108,9 +124,9 @@ def test_two_component_set_round_trips_and_is_catalogued(store, ring):
 
 def test_manifest_fields(store, ring):
     manifest = write_full_set(store, ring)
-    on_disk = bs.load_manifest(store.root / manifest["id"])
+    on_disk = load_manifest(store.root / manifest["id"])
     assert on_disk == manifest
-    assert manifest["format_version"] == bs.FORMAT_VERSION == 1
+    assert manifest["format_version"] == FORMAT_VERSION == 1
     assert manifest["tool"] == {"name": "lifeboat", "version": __version__}
     assert manifest["start_time"].endswith("Z") and manifest["start_time"] <= manifest["end_time"]
     assert {s["host"] for s in manifest["sources"]} == {"db1", "cache1"}
@@ -160,47 +176,47 @@ def test_files_are_0600_and_folders_0700(store, ring):
 
 def test_manifest_is_written_after_every_file_and_before_the_rename(store, ring, monkeypatch):
     events: list[str] = []
-    real_write, real_rename = bs.write_file_atomic, bs._rename_into_place
+    real_write, real_rename = write_file_atomic, _rename_into_place
 
     def write(path, data):
         events.append(f"write {path.name}")
         real_write(path, data)
 
     def rename(src, dst):
-        assert (src / bs.MANIFEST_NAME).is_file()
+        assert (src / MANIFEST_NAME).is_file()
         events.append("rename")
         real_rename(src, dst)
 
-    monkeypatch.setattr(bs, "write_file_atomic", write)
-    monkeypatch.setattr(bs, "_rename_into_place", rename)
+    monkeypatch.setattr(writer_mod, "write_file_atomic", write)
+    monkeypatch.setattr(writer_mod, "_rename_into_place", rename)
     write_full_set(store, ring)
     commit = events.index("rename")
-    assert events[commit - 1] == f"write {bs.MANIFEST_NAME}"
-    assert events.index("write binlog_position.json") < events.index(f"write {bs.MANIFEST_NAME}")
+    assert events[commit - 1] == f"write {MANIFEST_NAME}"
+    assert events.index("write binlog_position.json") < events.index(f"write {MANIFEST_NAME}")
 
 
 def test_folder_without_manifest_is_not_a_backup(store, ring):
     manifest = write_full_set(store, ring)
-    fake = store.root / bs.new_set_id("full")
+    fake = store.root / new_set_id("full")
     (fake / "mysql").mkdir(parents=True)
     (fake / "mysql" / "dump.sql").write_bytes(b"x")
     with pytest.raises(IncompleteBackup, match="no backup_manifest.json"):
-        bs.load_manifest(fake)
+        load_manifest(fake)
     with pytest.raises(IncompleteBackup):
         store.open_set(fake.name)
     assert [i.set_id for i in store.list_sets()] == [manifest["id"]]
     statuses = {i.set_id: i.status for i in store.list_sets(include_partial=True)}
     assert statuses == {manifest["id"]: "verified", fake.name: "partial"}
-    (fake / bs.MANIFEST_NAME).write_text('{"format_version": 1, "id": ')  # cut short
+    (fake / MANIFEST_NAME).write_text('{"format_version": 1, "id": ')  # cut short
     with pytest.raises(IncompleteBackup, match="not parseable"):
-        bs.load_manifest(fake)
+        load_manifest(fake)
 
 
 def test_failed_rename_publishes_nothing_and_frees_the_lock(store, ring, monkeypatch):
     def broken(src, dst):
         raise OSError("disk went away")
 
-    monkeypatch.setattr(bs, "_rename_into_place", broken)
+    monkeypatch.setattr(writer_mod, "_rename_into_place", broken)
     with pytest.raises(OSError):
         write_full_set(store, ring)
     assert store.list_sets(include_partial=True) == []
@@ -247,8 +263,8 @@ def test_names_are_checked(store, ring):
 
 
 def test_catalog_orders_by_manifest_time_not_by_name(store, ring):
-    later_name = bs.new_set_id("full", datetime(2030, 1, 1, tzinfo=UTC))
-    earlier_name = bs.new_set_id("full", datetime(2020, 1, 1, tzinfo=UTC))
+    later_name = new_set_id("full", datetime(2030, 1, 1, tzinfo=UTC))
+    earlier_name = new_set_id("full", datetime(2020, 1, 1, tzinfo=UTC))
     first = write_full_set(store, ring, set_id=later_name)
     second = write_full_set(store, ring, set_id=earlier_name)
     assert [i.set_id for i in store.list_sets()] == [first["id"], second["id"]]
@@ -261,7 +277,7 @@ def test_binlog_sets_live_under_their_parent(store, ring):
         with writer.artifact("mysql", "mariadb-bin.000007") as out:
             out.write(b"\xfebin" * 100)
         manifest = writer.publish()
-    assert (store.root / parent / manifest["id"] / bs.MANIFEST_NAME).is_file()
+    assert (store.root / parent / manifest["id"] / MANIFEST_NAME).is_file()
     assert store.list_sets() == []
     assert [i.set_id for i in store.list_sets(parent=parent)] == [manifest["id"]]
     assert store.open_set(manifest["id"]).manifest["parent"] == parent
@@ -286,12 +302,12 @@ def test_verification_records_live_outside_the_set_and_drive_status(store, ring)
     after = sorted(p.relative_to(store.root / set_id) for p in (store.root / set_id).rglob("*"))
     assert before == after
     with pytest.raises(NotFound):
-        store.record_verification(bs.new_set_id("full"), {"ok": True, "mode": "quick"})
+        store.record_verification(new_set_id("full"), {"ok": True, "mode": "quick"})
 
 
 def test_unknown_format_version_is_named(store, ring):
     manifest = write_full_set(store, ring)
-    path = store.root / manifest["id"] / bs.MANIFEST_NAME
+    path = store.root / manifest["id"] / MANIFEST_NAME
     path.write_text(json.dumps(dict(manifest, format_version=7)))
     with pytest.raises(UnknownFormatVersion, match=r"format_version 7.*reads format version\(s\) 1") as err:
         store.open_set(manifest["id"])
@@ -301,11 +317,11 @@ def test_unknown_format_version_is_named(store, ring):
 
 def test_manifest_missing_a_field_is_incomplete(store, ring):
     manifest = write_full_set(store, ring)
-    path = store.root / manifest["id"] / bs.MANIFEST_NAME
+    path = store.root / manifest["id"] / MANIFEST_NAME
     del manifest["artifacts"][0]["stored_sha256"]
     path.write_text(json.dumps(manifest))
     with pytest.raises(IncompleteBackup, match="stored_sha256"):
-        bs.load_manifest(path)
+        load_manifest(path)
 
 
 # --------------------------------------------------------------------------- verification and read-back errors
@@ -343,7 +359,7 @@ def test_tampered_json_file_is_refused(store, ring):
 
 def test_edited_manifest_fails_authentication(store, ring):
     manifest = write_full_set(store, ring)
-    path = store.root / manifest["id"] / bs.MANIFEST_NAME
+    path = store.root / manifest["id"] / MANIFEST_NAME
     manifest["component_metadata"]["mysql"]["gtid_binlog_pos"] = "0-1-99"  # shifts a point-in-time recovery
     path.write_text(json.dumps(manifest))
     backup = store.open_set(manifest["id"])
@@ -389,7 +405,7 @@ def test_missing_artifact_file_is_incomplete(store, ring):
 
 
 def test_free_space_is_checked_before_anything_is_written(store, ring, monkeypatch):
-    monkeypatch.setattr(bs.shutil, "disk_usage", lambda path: type("U", (), {"free": 1000})())
+    monkeypatch.setattr(catalog_mod.shutil, "disk_usage", lambda path: type("U", (), {"free": 1000})())
     with pytest.raises(InsufficientSpace) as err:
         store.begin_set("full", ["mysql"], ring, estimated_bytes=5000)
     message = str(err.value)
@@ -527,13 +543,14 @@ def test_a_compact_json_file_is_one_line_recorded_with_its_hash(store, ring):
 def read_backs(monkeypatch) -> list[str]:
     """Paths of every artifact read back (early or at publish), in order; checks run for real."""
     seen: list[str] = []
-    real = bs._verify_artifact_file
+    real = verify_artifact_file
 
     def spy(base, set_id, data_key, record):
         seen.append(record["path"])
         return real(base, set_id, data_key, record)
 
-    monkeypatch.setattr(bs, "_verify_artifact_file", spy)
+    for module in (writer_mod, verification_mod):  # the early read-back and verify_records
+        monkeypatch.setattr(module, "verify_artifact_file", spy)
     return seen
 
 
@@ -552,8 +569,11 @@ def test_each_artifact_is_read_back_once_as_soon_as_it_is_closed(store, ring, re
 
 
 def test_a_failed_early_read_back_stops_the_publish_and_names_the_artifact(store, ring, monkeypatch):
-    monkeypatch.setattr(bs, "_verify_artifact_file", lambda base, set_id, key, record:
-                        "TamperedData: chunk 3 failed authentication" if record["path"] == "redis/dump.rdb" else None)
+    def tampered(base, set_id, key, record):
+        return "TamperedData: chunk 3 failed authentication" if record["path"] == "redis/dump.rdb" else None
+
+    for module in (writer_mod, verification_mod):
+        monkeypatch.setattr(module, "verify_artifact_file", tampered)
     writer = store.begin_set("full", ["mysql", "redis"], ring)
     with writer.artifact("mysql", "dump.sql") as out:
         out.write(MYSQL_DUMP)
@@ -601,6 +621,6 @@ def test_without_early_read_back_publish_checks_everything_itself(store, ring, r
 
 
 def test_a_set_state_from_before_threads_were_kept_gets_the_automatic_default():
-    assert bs._codec_from({"algorithm": "zstd", "level": 3}) == Codec("zstd", 3)
-    assert bs._codec_from(bs._codec_state(Codec("zstd", 3, 0))) == Codec("zstd", 3, 0)
-    assert bs._codec_from(None) is None
+    assert codec_from({"algorithm": "zstd", "level": 3}) == Codec("zstd", 3)
+    assert codec_from(codec_state(Codec("zstd", 3, 0))) == Codec("zstd", 3, 0)
+    assert codec_from(None) is None

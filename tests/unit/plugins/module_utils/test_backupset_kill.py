@@ -13,14 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
-from ansible_collections.lifeboat.dr.plugins.module_utils import keys
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import LockHeld
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.manifest import MANIFEST_NAME
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import LockHeld
 
 PRELUDE = textwrap.dedent("""
     import os, sys, time
-    from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs, keys
-    store = bs.Store(sys.argv[1], reserve_bytes=0)
+    from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+    from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+    store = Store(sys.argv[1], reserve_bytes=0)
     ring = keys.KeyRing(keys.FileKEK.load(sys.argv[2]))
     def ready(text):
         sys.stdout.write(text + "\\n"); sys.stdout.flush()
@@ -46,7 +48,8 @@ ENDLESS_WRITER = PRELUDE + textwrap.dedent("""
 DIES_AT_COMMIT = PRELUDE + textwrap.dedent("""
     def die(src, dst):
         os.kill(os.getpid(), 9)
-    bs._rename_into_place = die
+    from ansible_collections.lifeboat.dr.plugins.module_utils.store import writer as writer_module
+    writer_module._rename_into_place = die
     with store.begin_set("redis", ["redis"], ring) as writer:
         with writer.artifact("redis", "dump.rdb") as out:
             out.write(os.urandom(100000))
@@ -83,10 +86,10 @@ BEGINS_SET = PRELUDE + textwrap.dedent("""
 def env(tmp_path: Path):
     key = tmp_path / "k.key"
     keys.create_key_file(key)
-    return bs.Store(tmp_path / "store", reserve_bytes=0), keys.KeyRing(keys.FileKEK.load(key)), key
+    return Store(tmp_path / "store", reserve_bytes=0), keys.KeyRing(keys.FileKEK.load(key)), key
 
 
-def spawn(script: str, store: bs.Store, key: Path, *extra: str) -> subprocess.Popen:
+def spawn(script: str, store: Store, key: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", script, str(store.root), str(key), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -148,7 +151,7 @@ def test_kill_9_after_manifest_before_rename_is_still_partial(env):
     child.wait(30)
     kill9(child)
     assert child.returncode == -signal.SIGKILL
-    assert (store.partial_root / set_id / bs.MANIFEST_NAME).is_file()  # it got that far
+    assert (store.partial_root / set_id / MANIFEST_NAME).is_file()  # it got that far
     assert store.list_sets() == []
     assert [i.status for i in store.list_sets(include_partial=True)] == ["partial"]
     assert store.clean_stale_partials(0) == [set_id]

@@ -8,8 +8,8 @@ import zlib
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import binlog_events as be
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import FormatError, TruncatedData
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import binlog_events as be
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import FormatError, TruncatedData
 
 POST_HEADERS = bytes([56, 13, 0, 8, 0, 18, 0, 4, 4, 4, 4, 18, 0, 0, 0, 0, 8, 0, 8, 8, 8, 8, 8, 8, 8, 8, 0, 0])
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
-from ansible_collections.lifeboat.dr.plugins.module_utils import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
 
 SHIM = Path(sys.executable).parent / "lifeboat-decrypt"
 PLAINTEXT = os.urandom(1_500_000) + b"the end\n" * 100_000  # several 1 MiB chunks
@@ -19,7 +19,7 @@ PLAINTEXT = os.urandom(1_500_000) + b"the end\n" * 100_000  # several 1 MiB chun
 
 def decrypt(*args: str | Path) -> subprocess.CompletedProcess:
     command = [str(SHIM)] if SHIM.exists() else [
-        sys.executable, "-m", "ansible_collections.lifeboat.dr.plugins.module_utils.breakglass"]
+        sys.executable, "-m", "ansible_collections.lifeboat.dr.plugins.module_utils.edge.breakglass"]
     return subprocess.run([*command, *map(str, args)], capture_output=True, timeout=60, check=False)
 
 
@@ -30,7 +30,7 @@ def published(tmp_path_factory):
     keys.create_key_file(tmp / "primary.key")
     keys.create_key_file(tmp / "escrow.key")
     ring = keys.KeyRing(keys.FileKEK.load(tmp / "primary.key"), [keys.FileKEK.load(tmp / "escrow.key")])
-    store = bs.Store(tmp / "store", reserve_bytes=0)
+    store = Store(tmp / "store", reserve_bytes=0)
     with store.begin_set("app", ["app"], ring) as writer:
         with writer.artifact("app", "files.tar") as out:
             out.write(PLAINTEXT)

@@ -11,19 +11,22 @@ from pathlib import Path
 import pytest
 from ops_helpers import keyring, small_set
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import audit, cli, jobs, schedule
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge import cli
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops import schedule
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import audit, jobs
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.ids import utc_now
 
 REPO = Path(__file__).resolve().parents[4]
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> bs.Store:
-    store = bs.Store(tmp_path / "store", reserve_bytes=0)
+def store(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "store", reserve_bytes=0)
     ring = keyring(tmp_path)
     ids = [small_set(store, ring, components=("mysql", "redis")), small_set(store, ring, "app", ("app",), 5000)]
     for set_id in ids:
-        jobs.record_job(store, "backup", start=bs.utc_now(), backup_id=set_id)
+        jobs.record_job(store, "backup", start=utc_now(), backup_id=set_id)
     return store
 
 
@@ -101,7 +104,7 @@ def test_health_exit_codes(store, capsys, tmp_path):
     code, out, _err = run(capsys, "health", "--store", str(store.root), "--html", str(html), "--metrics", str(prom))
     assert code == 0 and out.startswith("status: OK")
     assert html.read_text().startswith("<!DOCTYPE html>") and "lifeboat_health_status 0" in prom.read_text()
-    jobs.record_job(store, "backup", start=bs.utc_now(), result="failed", error="BackupFailed: x")
+    jobs.record_job(store, "backup", start=utc_now(), result="failed", error="BackupFailed: x")
     assert run(capsys, "health", "--store", str(store.root))[0] == 2
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import zstandard
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.common import codec_from_params, store_argument_spec
-from ansible_collections.lifeboat.dr.plugins.module_utils.compression import AUTO_THREADS, Codec
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
+from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import codec_from_params, store_argument_spec
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import AUTO_THREADS, Codec
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError
 
 
 def test_zstd_gets_the_requested_worker_threads():

@@ -11,8 +11,8 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.compression import AUTO_THREADS, Codec
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError, FormatError, TamperedData
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import AUTO_THREADS, Codec
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError, FormatError, TamperedData
 
 
 def compress_all(codec: Codec, data: bytes, piece: int = 1000) -> bytes:

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pipeline_test_helpers import read_artifact, split_records, write_artifact
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import crypto
-from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import crypto
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import Codec
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     FormatError,
     IntegrityError,
     ReorderedData,

@@ -8,25 +8,27 @@ from pathlib import Path
 import pytest
 from ops_helpers import keyring, small_set
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
-from ansible_collections.lifeboat.dr.plugins.module_utils import binlog as bl
-from ansible_collections.lifeboat.dr.plugins.module_utils import health, jobs
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import binlog as bl
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops import health
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import jobs
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.ids import utc_now
 
 HOUR = 3600.0
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> bs.Store:
-    store = bs.Store(tmp_path / "store", reserve_bytes=0)
+def store(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "store", reserve_bytes=0)
     ring = keyring(tmp_path)
-    start = bs.utc_now()
+    start = utc_now()
     set_id = small_set(store, ring, components=("mysql", "redis"))
     jobs.record_job(store, "backup", start=start, result="ok", backup_id=set_id, components=["mysql", "redis"])
     return store
 
 
 def at(hours: float):
-    return bs.utc_now() + timedelta(hours=hours)
+    return utc_now() + timedelta(hours=hours)
 
 
 def test_a_fresh_verified_backup_is_ok_and_rto_is_unknown_without_measurement(store):
@@ -49,7 +51,7 @@ def test_an_aged_backup_warns_and_past_the_rpo_target_is_critical(store):
 
 
 def test_a_failed_backup_job_is_critical(store):
-    jobs.record_job(store, "backup", start=bs.utc_now(), result="failed", error="BackupFailed: disk full",
+    jobs.record_job(store, "backup", start=utc_now(), result="failed", error="BackupFailed: disk full",
                     components=["redis"])
     report = health.build_report(store)
     assert report["status"] == "critical"
@@ -103,7 +105,7 @@ def test_a_failed_drill_is_critical_and_shown(store):
 
 
 def test_an_empty_store_is_critical(tmp_path: Path):
-    report = health.build_report(bs.Store(tmp_path / "empty"))
+    report = health.build_report(Store(tmp_path / "empty"))
     assert report["status"] == "critical"
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import audit, jobs
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import BackupFailed, ConfigError
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import audit, jobs
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import BackupFailed, ConfigError
 
 
 def test_record_job_appends_one_line_with_the_contract_fields(tmp_path: Path):

@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import audit, keyrotation, keys
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError, KeyUnavailable, LockHeld
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import audit, keyrotation
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.ids import PARTIAL_DIR
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.manifest import MANIFEST_NAME, load_manifest
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.reader import BackupSet
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError, KeyUnavailable, LockHeld
 
 
 def make_key(path: Path) -> keys.FileKEK:
@@ -26,7 +30,7 @@ def kek(tmp_path: Path) -> dict[str, keys.FileKEK]:
     return {name: make_key(folder / f"{name}.key") for name in ("old", "escrow", "new", "other")}
 
 
-def publish(store: bs.Store, ring: keys.KeyRing, set_type: str, components: list[str], parent: str | None = None,
+def publish(store: Store, ring: keys.KeyRing, set_type: str, components: list[str], parent: str | None = None,
             payload: bytes = b"lifeboat " * 300) -> str:
     with store.begin_set(set_type, components, ring, parent=parent, lock=None) as writer:
         for component in components:
@@ -37,9 +41,9 @@ def publish(store: bs.Store, ring: keys.KeyRing, set_type: str, components: list
 
 
 @pytest.fixture()
-def store(tmp_path: Path, kek) -> bs.Store:
+def store(tmp_path: Path, kek) -> Store:
     """Three sets under old+escrow: a full set, a vault set and a binlog set in binlogs/<uuid>/g1."""
-    st = bs.Store(tmp_path / "store", reserve_bytes=0)
+    st = Store(tmp_path / "store", reserve_bytes=0)
     ring = keys.KeyRing(kek["old"], [kek["escrow"]])
     publish(st, ring, "full", ["mysql", "app"])
     publish(st, ring, "vault", ["vault"])
@@ -54,21 +58,21 @@ def hashes(root: Path, skip_manifests: bool = True) -> dict[str, str]:
         rel = path.relative_to(root)
         if not path.is_file() or rel.parts[0] in ("audit", "jobs", "locks", "verifications"):
             continue
-        if skip_manifests and path.name == bs.MANIFEST_NAME:
+        if skip_manifests and path.name == MANIFEST_NAME:
             continue
         out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
 
 def opens_and_verifies(set_dir: Path, ring: keys.KeyRing) -> bool:
-    return bool(bs.BackupSet(set_dir).quick_verify(ring)["ok"])
+    return bool(BackupSet(set_dir).quick_verify(ring)["ok"])
 
 
 def test_finds_root_and_binlog_sets_but_not_partials_or_bookkeeping(store):
     paths = keyrotation.published_set_paths(store.root)
     assert len(paths) == 3
     assert any(p.parent.name == "g1" and p.parent.parent.parent.name == "binlogs" for p in paths)
-    assert all(bs.PARTIAL_DIR not in p.parts for p in paths)
+    assert all(PARTIAL_DIR not in p.parts for p in paths)
 
 
 def test_rotation_rewraps_every_set_without_touching_any_artifact(store, kek):
@@ -81,34 +85,34 @@ def test_rotation_rewraps_every_set_without_touching_any_artifact(store, kek):
     assert hashes(store.root) == before  # every artifact and JSON file byte-identical
     only_new, only_old, only_escrow = (keys.KeyRing(kek[n]) for n in ("new", "old", "escrow"))
     for set_dir in keyrotation.published_set_paths(store.root):
-        wraps = bs.load_manifest(set_dir)["encryption"]["data_key_wraps"]
+        wraps = load_manifest(set_dir)["encryption"]["data_key_wraps"]
         assert [w["key_id"] for w in wraps] == [kek["new"].key_id, kek["escrow"].key_id]
         assert opens_and_verifies(set_dir, only_new)
         assert opens_and_verifies(set_dir, only_escrow)  # the escrow wrap is kept
         with pytest.raises(KeyUnavailable):
-            bs.BackupSet(set_dir).data_key(only_old)
+            BackupSet(set_dir).data_key(only_old)
 
 
 def test_manifest_changes_only_in_its_wraps_and_its_mac_still_verifies(store, kek):
     set_dir = keyrotation.published_set_paths(store.root)[0]
-    before = bs.load_manifest(set_dir)
+    before = load_manifest(set_dir)
     keyrotation.rotate_store(store, keys.KeyRing(kek["old"], [kek["escrow"]]), kek["new"], verify=False)
-    after = bs.load_manifest(set_dir)
+    after = load_manifest(set_dir)
     assert after["manifest_mac"] == before["manifest_mac"]
     for manifest in (before, after):
         manifest["encryption"].pop("data_key_wraps")
     assert after == before
-    bs.BackupSet(set_dir).data_key(keys.KeyRing(kek["new"]))  # MAC checked with the unwrapped key
+    BackupSet(set_dir).data_key(keys.KeyRing(kek["new"]))  # MAC checked with the unwrapped key
 
 
 def test_second_run_is_a_no_op(store, kek):
     ring = keys.KeyRing(kek["old"], [kek["escrow"]])
     keyrotation.rotate_store(store, ring, kek["new"])
-    manifests = {p: (p / bs.MANIFEST_NAME).read_bytes() for p in keyrotation.published_set_paths(store.root)}
+    manifests = {p: (p / MANIFEST_NAME).read_bytes() for p in keyrotation.published_set_paths(store.root)}
     again = keyrotation.rotate_store(store, ring, kek["new"])
     assert again["ok"] and not again["changed"]
     assert len(again["already_rotated"]) == 3 and not again["rotated"]
-    assert {p: (p / bs.MANIFEST_NAME).read_bytes() for p in manifests} == manifests
+    assert {p: (p / MANIFEST_NAME).read_bytes() for p in manifests} == manifests
 
 
 def test_check_mode_lists_what_would_change_and_writes_nothing(store, kek):
@@ -123,7 +127,7 @@ def test_check_mode_lists_what_would_change_and_writes_nothing(store, kek):
 def test_keep_old_keeps_the_old_wrap(store, kek):
     keyrotation.rotate_store(store, keys.KeyRing(kek["old"], [kek["escrow"]]), kek["new"], keep_old=True)
     for set_dir in keyrotation.published_set_paths(store.root):
-        ids = [w["key_id"] for w in bs.load_manifest(set_dir)["encryption"]["data_key_wraps"]]
+        ids = [w["key_id"] for w in load_manifest(set_dir)["encryption"]["data_key_wraps"]]
         assert ids == [kek["new"].key_id, kek["old"].key_id, kek["escrow"].key_id]
         assert opens_and_verifies(set_dir, keys.KeyRing(kek["old"]))
 
@@ -133,7 +137,7 @@ def test_escrow_alone_can_rotate_when_the_old_key_is_lost(store, kek):
                                       retire_key_ids=[kek["old"].key_id])
     assert result["ok"] and len(result["rotated"]) == 3
     for set_dir in keyrotation.published_set_paths(store.root):
-        ids = [w["key_id"] for w in bs.load_manifest(set_dir)["encryption"]["data_key_wraps"]]
+        ids = [w["key_id"] for w in load_manifest(set_dir)["encryption"]["data_key_wraps"]]
         assert ids == [kek["new"].key_id, kek["escrow"].key_id]  # the escrow key is never retired
 
 
@@ -168,7 +172,7 @@ def test_a_set_damaged_before_the_rotation_is_rotated_but_reported_by_its_quick_
     assert not result["ok"] and result["verify_failed"] == [set_dir.name]
     entry = next(e for e in result["rotated"] if e["set_id"] == set_dir.name)
     assert entry["quick_verify"].startswith("FAILED") and "mysql/data.bin" in entry["quick_verify"]
-    bs.BackupSet(set_dir).data_key(keys.KeyRing(kek["new"]))  # the rotation itself succeeded
+    BackupSet(set_dir).data_key(keys.KeyRing(kek["new"]))  # the rotation itself succeeded
 
 
 def test_the_new_key_must_differ_from_the_old_and_escrow_keys(store, kek):
@@ -180,12 +184,12 @@ def test_the_new_key_must_differ_from_the_old_and_escrow_keys(store, kek):
 
 def test_a_crash_between_write_and_rename_leaves_the_old_manifest_intact(store, kek, monkeypatch):
     set_dir = keyrotation.published_set_paths(store.root)[0]
-    old_bytes = (set_dir / bs.MANIFEST_NAME).read_bytes()
+    old_bytes = (set_dir / MANIFEST_NAME).read_bytes()
     written = []
     real_replace = os.replace
 
     def crash(src, dst):
-        if Path(dst).name != bs.MANIFEST_NAME:
+        if Path(dst).name != MANIFEST_NAME:
             return real_replace(src, dst)
         written.append(Path(src).name)
         raise OSError("simulated crash before rename")
@@ -195,7 +199,7 @@ def test_a_crash_between_write_and_rename_leaves_the_old_manifest_intact(store, 
     assert len(result["failed_sets"]) == 3 and "cannot write the manifest" in result["failed_sets"][0]["error"]
     assert len(written) == 3  # a temporary file was written and only it would have been renamed
     assert all(name.startswith(keyrotation.TEMP_PREFIX) for name in written)
-    assert (set_dir / bs.MANIFEST_NAME).read_bytes() == old_bytes
+    assert (set_dir / MANIFEST_NAME).read_bytes() == old_bytes
     assert not list(set_dir.glob(".*"))  # the temporary file is gone too
     assert opens_and_verifies(set_dir, keys.KeyRing(kek["old"]))
 
@@ -210,13 +214,13 @@ def test_a_temp_file_left_by_a_killed_rotation_is_removed_by_the_next_one(store,
 
 def test_a_manifest_that_fails_authentication_is_not_rewritten(store, kek):
     set_dir = keyrotation.published_set_paths(store.root)[0]
-    manifest = json.loads((set_dir / bs.MANIFEST_NAME).read_text())
+    manifest = json.loads((set_dir / MANIFEST_NAME).read_text())
     manifest["component_metadata"] = {"mysql": {"gtid_binlog_pos": "0-1-999"}}
-    (set_dir / bs.MANIFEST_NAME).write_text(json.dumps(manifest))
-    tampered = (set_dir / bs.MANIFEST_NAME).read_bytes()
+    (set_dir / MANIFEST_NAME).write_text(json.dumps(manifest))
+    tampered = (set_dir / MANIFEST_NAME).read_bytes()
     result = keyrotation.rotate_store(store, keys.KeyRing(kek["old"]), kek["new"])
     assert [e["error_type"] for e in result["failed_sets"]] == ["TamperedData"]
-    assert (set_dir / bs.MANIFEST_NAME).read_bytes() == tampered
+    assert (set_dir / MANIFEST_NAME).read_bytes() == tampered
 
 
 def test_rotation_waits_for_no_backup_but_not_alongside_a_prune(store, kek):
@@ -250,14 +254,14 @@ def test_a_run_leaves_an_audit_record_with_key_ids_only(store, kek):
 def test_files_stay_private_after_rotation(store, kek):
     keyrotation.rotate_store(store, keys.KeyRing(kek["old"]), kek["new"])
     for set_dir in keyrotation.published_set_paths(store.root):
-        assert os.stat(set_dir / bs.MANIFEST_NAME).st_mode & 0o777 == 0o600
+        assert os.stat(set_dir / MANIFEST_NAME).st_mode & 0o777 == 0o600
 
 
 # --------------------------------------------------------------------------- the lifeboat key commands
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    from ansible_collections.lifeboat.dr.plugins.module_utils import cli
+    from ansible_collections.lifeboat.dr.plugins.module_utils.edge import cli
 
     code = cli.main(list(argv))
     captured = capsys.readouterr()

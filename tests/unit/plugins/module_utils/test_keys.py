@@ -9,18 +9,18 @@ import stat
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
-    ConfigError,
-    InsecureKeyFile,
-    KeyUnavailable,
-    WrongKey,
-)
-from ansible_collections.lifeboat.dr.plugins.module_utils.keys import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.keys import (
     KEY_SIZE,
     FileKEK,
     KeyRing,
     create_key_file,
     key_id_of,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
+    ConfigError,
+    InsecureKeyFile,
+    KeyUnavailable,
+    WrongKey,
 )
 
 

@@ -7,14 +7,16 @@ from pathlib import Path
 from ops_helpers import keyring, small_set
 from prometheus_client.parser import text_string_to_metric_families
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
-from ansible_collections.lifeboat.dr.plugins.module_utils import health, jobs, metrics
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops import health, metrics
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import jobs
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.ids import utc_now
 
 
 def test_metrics_parse_and_carry_the_report_values(tmp_path: Path):
-    store = bs.Store(tmp_path / "store", reserve_bytes=0)
+    store = Store(tmp_path / "store", reserve_bytes=0)
     set_id = small_set(store, keyring(tmp_path), components=("mysql", "redis"))
-    jobs.record_job(store, "backup", start=bs.utc_now(), backup_id=set_id)
+    jobs.record_job(store, "backup", start=utc_now(), backup_id=set_id)
     health.record_drill(store, 'quote"and\\slash', rto_s=120.5, rto_target_s=600, rpo_s=3, rpo_target_s=60,
                         passed=True)
     report = health.build_report(store)

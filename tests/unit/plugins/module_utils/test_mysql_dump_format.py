@@ -6,29 +6,30 @@ import io
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_backup as mb
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_restore as mr
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError, NotFound, RestoreFailed
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import backup as mb
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import dumpformat as df
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import restore as mr
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.ids import check_relative
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError, NotFound, RestoreFailed
 
 
 def spec(order_by=("id",)):
-    return mb.TableSpec("shop", "orders", [mb.Column("id", "int"), mb.Column("note", "text", "latin1"),
-                                           mb.Column("blob", "blob"), mb.Column("b", "bit")], list(order_by))
+    return df.TableSpec("shop", "orders", [df.Column("id", "int"), df.Column("note", "text", "latin1"),
+                                           df.Column("blob", "blob"), df.Column("b", "bit")], list(order_by))
 
 
 def test_row_query_renders_every_type_as_a_sql_literal_in_key_order():
-    sql = mb.row_select_sql(spec())
+    sql = df.row_select_sql(spec())
     assert sql.startswith("SELECT CONCAT('(',IFNULL(`id`,'NULL'),',',")
     assert "REPLACE(QUOTE(CONVERT(`note` USING utf8mb4)),'\\n','\\\\n')" in sql
     assert "CONCAT('X''',HEX(`blob`),'''')" in sql and "BIN(`b`)" in sql
     assert sql.endswith("FROM `shop`.`orders` ORDER BY `id`")
-    assert mb.row_select_sql(spec(), db="s2", table="t2").split(" FROM ")[1] == "`s2`.`t2` ORDER BY `id`"
+    assert df.row_select_sql(spec(), db="s2", table="t2").split(" FROM ")[1] == "`s2`.`t2` ORDER BY `id`"
 
 
 def test_ordered_checksum_does_not_depend_on_batching():
     rows = [b"(1,'a')", b"(2,'b')", b"(3,NULL)"]
-    one, two = mb.RowHasher("ordered"), mb.RowHasher("ordered")
+    one, two = df.RowHasher("ordered"), df.RowHasher("ordered")
     one.update(rows)
     two.update(rows[:1])
     two.update(rows[1:])
@@ -36,7 +37,7 @@ def test_ordered_checksum_does_not_depend_on_batching():
 
 
 def test_unordered_checksum_does_not_depend_on_row_order_but_on_content():
-    a, b, c = mb.RowHasher("unordered"), mb.RowHasher("unordered"), mb.RowHasher("unordered")
+    a, b, c = df.RowHasher("unordered"), df.RowHasher("unordered"), df.RowHasher("unordered")
     a.update([b"(1)", b"(2)", b"(2)"])
     b.update([b"(2)", b"(1)", b"(2)"])
     c.update([b"(2)", b"(1)", b"(1)"])
@@ -48,21 +49,21 @@ def test_tables_without_a_key_hash_unordered():
 
 
 def test_artifact_names_are_flat_and_safe_for_any_identifier():
-    assert mb.data_artifact_name("shop", "orders") == "data.shop.orders.sql.zst.enc"
-    name = mb.data_artifact_name("we.ird/db", "t ä")
+    assert df.data_artifact_name("shop", "orders") == "data.shop.orders.sql.zst.enc"
+    name = df.data_artifact_name("we.ird/db", "t ä")
     assert "/" not in name and " " not in name and name.count(".") == 5
 
 
 @pytest.mark.parametrize("db, table", [("shop", "tëst"), ("we.ird/db", "t ä"), ("日本", "表" * 64),
                                        ("a" * 64, "b" * 64), ("x", "+2B"), ("x", "%41")])
 def test_artifact_names_of_any_identifier_are_valid_set_member_names(db, table):
-    for name in (mb.data_artifact_name(db, table), mb.tsv_artifact_name(db, table)):
-        assert backupset._check_relative(name, "artifact name") == [name]
+    for name in (df.data_artifact_name(db, table), df.tsv_artifact_name(db, table)):
+        assert check_relative(name, "artifact name") == [name]
 
 
 def test_artifact_names_stay_distinct_for_distinct_identifiers():
     tables = ["+", "+2B", "%2B", "a b", "a+20b", "表" * 64, "表" * 63 + "x", "t" * 64, "t" * 63 + "u"]
-    assert len({mb.tsv_artifact_name("db", t) for t in tables}) == len(tables)
+    assert len({df.tsv_artifact_name("db", t) for t in tables}) == len(tables)
 
 
 def test_schema_blocks_survive_a_render_parse_round_trip_including_compound_bodies():
@@ -72,7 +73,17 @@ def test_schema_blocks_survive_a_render_parse_round_trip_including_compound_bodi
               ({"kind": "table", "db": "shop", "name": "t"}, "CREATE TABLE `t` (\n  `a` int\n)")]
     text = mb.render_blocks(blocks)
     assert b"DELIMITER ;;" in text and b"SET SESSION sql_mode = 'STRICT_ALL_TABLES';" in text
-    assert mb.parse_blocks(text) == blocks
+    assert df.parse_blocks(text) == blocks
+
+
+def test_an_event_is_rendered_in_its_own_time_zone_and_the_session_zone_comes_back_after_it():
+    event = ({"kind": "event", "db": "shop", "name": "e", "sql_mode": "", "time_zone": "SYSTEM"},
+             "CREATE EVENT `e` ON SCHEDULE EVERY 1 DAY DISABLE DO SELECT 1")
+    lines = mb.render_blocks([event]).decode().split("\n")
+    at = lines.index("SET SESSION time_zone = 'SYSTEM';")
+    assert lines.index("DELIMITER ;;") > at
+    assert lines[lines.index("DELIMITER ;", at) + 1] == "SET SESSION time_zone = '+00:00';"
+    assert df.parse_blocks("\n".join(lines).encode()) == [event]
 
 
 def test_statements_split_on_semicolon_newline_across_read_boundaries():
@@ -90,7 +101,7 @@ def test_an_empty_table_artifact_has_no_statements_and_a_truncated_one_fails():
 
 def test_batches_are_split_when_rows_are_bigger_than_expected():
     batches = []
-    mb._emit_split([b"x" * 10] * 8, 80, 10, batches.append)
+    df._emit_split([b"x" * 10] * 8, 80, 10, batches.append)
     assert sum(len(b) for b in batches) == 8 and all(sum(map(len, b)) <= 20 for b in batches)
 
 
@@ -164,10 +175,10 @@ def test_foreign_keys_are_stripped_for_side_by_side_copies():
 
 
 def test_dump_tool_errors_map_to_the_error_hierarchy():
-    err = mb.tool_failure("dumping users", "mariadb-dump", 2,
+    err = df.tool_failure("dumping users", "mariadb-dump", 2,
                           "mariadb-dump: Got error: 1044: \"Access denied for user 'u'@'h' to database 'mysql'\"")
     assert type(err).__name__ == "PermissionDenied"
-    err = mb.tool_failure("dumping", "mariadb-dump", 7, "mariadb-dump: unknown variable 'x'")
+    err = df.tool_failure("dumping", "mariadb-dump", 7, "mariadb-dump: unknown variable 'x'")
     assert type(err).__name__ == "BackupFailed" and "exit 7" in str(err)
 
 
@@ -196,3 +207,26 @@ def test_a_backup_of_all_databases_leaves_out_kept_aside_and_staging_schemas(mon
     assert mb.list_databases(object()) == ["shop", "notes__lbprev", "lbprev_archive"]
     # named explicitly, a kept-aside schema is backed up like any other
     assert mb.list_databases(object(), ["shop__lbprev_20261125T154640"]) == ["shop__lbprev_20261125T154640"]
+
+
+ORDERS_DDL = ("CREATE TABLE `orders` (\n  `id` int NOT NULL,\n  `customer_id` int NOT NULL,\n  `a` int, `b` int,\n"
+              "  CONSTRAINT `fk_c` FOREIGN KEY (`customer_id`) REFERENCES `customers` (`id`) ON DELETE CASCADE,\n"
+              "  CONSTRAINT `fk_ab` FOREIGN KEY (`a`, `b`) REFERENCES `other``db`.`pairs` (`x`, `y`)\n"
+              ") ENGINE=InnoDB")
+
+
+def test_foreign_keys_are_read_with_columns_and_referenced_db_table_columns():
+    assert mr.foreign_keys(ORDERS_DDL, "shop") == [
+        {"columns": ["customer_id"], "db": "shop", "table": "customers", "ref_columns": ["id"]},
+        {"columns": ["a", "b"], "db": "other`db", "table": "pairs", "ref_columns": ["x", "y"]}]
+
+
+def test_a_table_restored_without_its_parent_references_the_live_parent():
+    fixed = mr.qualify_foreign_keys(ORDERS_DDL, {"orders"}, "shop")
+    assert "REFERENCES `shop`.`customers` (`id`) ON DELETE CASCADE" in fixed
+    assert "REFERENCES `other``db`.`pairs` (`x`, `y`)" in fixed  # already qualified: as it was
+    assert fixed.replace("`shop`.`customers`", "`customers`") == ORDERS_DDL
+
+
+def test_a_table_restored_with_its_parent_keeps_the_unqualified_reference():
+    assert mr.qualify_foreign_keys(ORDERS_DDL, {"orders", "customers"}, "shop") == ORDERS_DDL

@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql as my
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import conn as my
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     AuthenticationFailed,
     ConfigError,
     ConnectionFailure,

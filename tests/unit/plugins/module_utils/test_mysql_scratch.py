@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_scratch
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import scratch as mysql_scratch
 
 
 def test_the_scratch_server_is_private_local_and_binlog_free():

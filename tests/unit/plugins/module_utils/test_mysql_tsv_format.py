@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import mysql_backup as mb
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import backup as mb
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import dumpformat as df
 
 
 def spec(n_nullable=2):
-    cols = [mb.Column("id", "int", nullable=False)] + [mb.Column(f"c{i}", "text", "utf8mb4") for i in range(n_nullable)]
-    return mb.TableSpec("shop", "t", cols, ["id"])
+    cols = [df.Column("id", "int", nullable=False)] + [df.Column(f"c{i}", "text", "utf8mb4") for i in range(n_nullable)]
+    return df.TableSpec("shop", "t", cols, ["id"])
 
 
 def test_select_streams_columns_as_they_are_plus_a_null_mask_in_key_order():
@@ -18,7 +19,7 @@ def test_select_streams_columns_as_they_are_plus_a_null_mask_in_key_order():
 
 
 def test_load_reads_nullable_columns_through_the_mask_and_binary_charset():
-    sql = mb.tsv_load_sql(spec(), "/run/x'y.tsv", "shop__lbrestore")
+    sql = df.tsv_load_sql(spec(), "/run/x'y.tsv", "shop__lbrestore")
     assert sql.startswith("LOAD DATA LOCAL INFILE '/run/x\\'y.tsv' "
                           "INTO TABLE `shop__lbrestore`.`t` CHARACTER SET binary")
     assert "(`id`, @v1, @v2, @m0) SET `c0` = IF(@m0 & 1, NULL, @v1), `c1` = IF(@m0 & 2, NULL, @v2)" in sql
@@ -27,7 +28,7 @@ def test_load_reads_nullable_columns_through_the_mask_and_binary_charset():
 def test_more_than_60_nullable_columns_use_several_masks():
     s = spec(61)
     assert mb.tsv_select_sql(s).count("<< 0)") == 2
-    assert "@m1 & 1, NULL, @v61" in mb.tsv_load_sql(s, "/f", "d")
+    assert "@m1 & 1, NULL, @v61" in df.tsv_load_sql(s, "/f", "d")
 
 
 def test_auto_uses_tsv_for_big_tables_and_everything_with_one_connection():

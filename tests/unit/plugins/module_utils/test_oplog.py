@@ -10,9 +10,11 @@ from datetime import timedelta
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import audit, jobs, oplog, retention
-from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store, utc_now
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import RestoreFailed
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops import retention
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import audit, jobs, oplog
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.ids import utc_now
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import RestoreFailed
 
 
 def failing(err):

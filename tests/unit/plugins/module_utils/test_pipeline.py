@@ -16,16 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pipeline_test_helpers import ARTIFACT, SET_ID, read_artifact, write_artifact
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import crypto, pipeline
-from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError, TamperedData
-from ansible_collections.lifeboat.dr.plugins.module_utils.pipeline import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import crypto, pipeline
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import Codec
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.pipeline import (
     TEMP_SUFFIX,
     copy_stream,
     open_artifact_reader,
     open_artifact_writer,
     verify_artifact,
 )
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError, TamperedData
 
 CODECS = [Codec("none"), Codec("gzip", 1), Codec("zstd", 1), Codec("zstd", 3, threads=2)]
 
@@ -150,7 +150,7 @@ def test_writer_copies_mutable_buffers(tmp_path):
 
 @pytest.mark.parametrize("lead", [0, 10])  # 10: not at a block boundary, hand_over falls back to a copy
 def test_handed_over_blocks_make_the_same_artifact_as_written_bytes(tmp_path, lead):
-    from ansible_collections.lifeboat.dr.plugins.module_utils.pipeline import BLOCK_SIZE
+    from ansible_collections.lifeboat.dr.plugins.module_utils.format.pipeline import BLOCK_SIZE
 
     data = sql_like(3 * BLOCK_SIZE + 1000)
     records = []

@@ -8,13 +8,13 @@ import sys
 import time
 from pathlib import Path
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.pipeline import TEMP_SUFFIX
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.pipeline import TEMP_SUFFIX
 
 WRITER = r"""
 import os, sys
 from pathlib import Path
-from ansible_collections.lifeboat.dr.plugins.module_utils.compression import Codec
-from ansible_collections.lifeboat.dr.plugins.module_utils.pipeline import open_artifact_writer
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import Codec
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.pipeline import open_artifact_writer
 
 dest = Path(sys.argv[1])
 block = os.urandom(1 << 20)

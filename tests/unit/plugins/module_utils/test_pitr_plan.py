@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import binlog as bl
-from ansible_collections.lifeboat.dr.plugins.module_utils import binlog_events as be
-from ansible_collections.lifeboat.dr.plugins.module_utils import pitr
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import binlog as bl
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import binlog_events as be
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import pitr
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError
 
 
 def entry(name, size=1000, fingerprint="10|0-1-1", **kw):
@@ -76,3 +76,96 @@ def test_coverage_of_a_closed_file_ends_the_second_before_its_rotate():
 def test_identity_folder_names_are_store_safe():
     assert bl.identity_dirname("mariadb:server_id=1:domain=0") == "mariadb_server_id_1_domain_0"
     assert bl.binlog_name("mysql-bin.000009", 10) == "mysql-bin.000010"
+
+
+# --------------------------------------------------------------------------- timelines
+def _gen(number, files, **kw):
+    return dict(generation=number, started_at="2026-01-01T00:00:00Z", reason="r", files=files, gaps=[], **kw)
+
+
+def _branch(parent, file, position, at="2026-01-02T00:00:00Z"):
+    return {"parent_generation": parent, "file": file, "position": position, "gtid": "0-1-7", "at": at, "by": "PITR"}
+
+
+def _timeline_index():
+    """Generation 1: b.1..b.5; a PITR stopped at b.4:400 -> generation 2 from b.6; generation 3 (a PITR
+    back to b.2:200 of generation 1) from b.8."""
+    g1 = _gen(1, [entry(f"b.00000{i}", complete_end=1000, generation=1) for i in range(1, 6)])
+    g2 = _gen(2, [entry(f"b.00000{i}", complete_end=1000, generation=2) for i in (6, 7)], first_file="b.000006",
+              branch=_branch(1, "b.000004", 400))
+    g3 = _gen(3, [entry("b.000008", complete_end=1000, generation=3)], first_file="b.000008",
+              branch=_branch(1, "b.000002", 200, at="2026-01-03T00:00:00Z"))
+    return bl.ArchiveIndex("x", [g1, g2, g3])
+
+
+def test_the_line_of_history_walks_the_branch_points_back_to_the_root():
+    index = _timeline_index()
+    assert [(s.number, s.limit) for s in pitr.line_of_history(index)] == [(1, ("b.000002", 200)), (3, None)]
+    assert [(s.number, s.limit) for s in pitr.line_of_history(index, 2)] == [(1, ("b.000004", 400)), (2, None)]
+    assert [(s.number, s.limit) for s in pitr.line_of_history(index, 1)] == [(1, None)]
+    with pytest.raises(ConfigError, match="generation 9 does not exist"):
+        pitr.line_of_history(index, 9)
+
+
+def test_a_replay_follows_the_parent_up_to_the_branch_point_then_the_child():
+    index = _timeline_index()
+    line = pitr.line_of_history(index, 2)
+    base = pitr.Base("base1", None, "b.000002", 120, "", "x")
+    steps, broken = pitr.chain_from(line, 0, base)
+    assert broken is None
+    assert [(e["generation"], e["file"], pitr.effective_end(e)) for e in steps] == [
+        (1, "b.000002", 1000), (1, "b.000003", 1000), (1, "b.000004", 400), (2, "b.000006", 1000),
+        (2, "b.000007", 1000)]
+    stop = pitr.Stop(2, "b.000007", 1000, "latest")
+    assert [(r["generation"], r["file"], r["start"], r["stop"]) for r in pitr._replay_files(steps, base, stop)] == [
+        (1, "b.000002", 120, 1000), (1, "b.000003", 4, 1000), (1, "b.000004", 4, 400), (2, "b.000006", 4, 1000),
+        (2, "b.000007", 4, 1000)]
+
+
+def test_a_base_after_the_branch_point_is_not_on_the_current_line_and_says_why():
+    line = pitr.line_of_history(_timeline_index())  # generation 1 up to b.2:200, then 3
+    on_abandoned = pitr.Base("base2", None, "b.000003", 50, "", "x")
+    k, why = pitr.base_segment(line, on_abandoned)
+    assert k is None and "after the point b.000002:200 where generation 3 branched off" in why
+    assert pitr.base_segment(line, pitr.Base("base1", None, "b.000002", 200, "", "x")) == (0, "")
+
+
+def test_a_line_with_missing_binlogs_names_exactly_what_is_missing():
+    index = _timeline_index()
+    index.generations[1]["files"] = index.generations[1]["files"][1:]  # b.000006 never archived
+    _steps, broken = pitr.chain_from(pitr.line_of_history(index, 2), 0, pitr.Base("b", None, "b.000001", 4, "", "x"))
+    assert broken == ("binlogs b.000006..b.000007 (excluded) of generation 2 are not archived: the start of its "
+                      "history is missing")
+    index = _timeline_index()
+    index.generations[0]["files"] = index.generations[0]["files"][:3]  # generation 1 archived up to b.000003
+    _steps, broken = pitr.chain_from(pitr.line_of_history(index, 2), 0, pitr.Base("b", None, "b.000001", 4, "", "x"))
+    assert "before its branch point b.000004:400" in broken
+
+
+def test_archiving_after_two_pitrs_ships_no_file_a_generation_already_holds():
+    index = _timeline_index()
+    index.generations[2]["files"] = []  # no archive run between the PITR of generation 3 and the next one
+    index.generations.append(_gen(4, [], first_file="b.000010", branch=_branch(1, "b.000002", 200)))
+    present = [(f"b.{i:06d}", 1000) for i in range(1, 12)]
+    closed = {n for n, _size in present[:-1]}
+    plan = bl.plan_run(index.generations[-1], present, closed)
+    plan = bl._with_previous_generation(index, plan, present, closed)
+    # b.000008..9 were closed in generation 3's time and never archived; b.000001..7 are archived already
+    assert plan.to_archive == ["b.000008", "b.000009", "b.000010"]
+
+
+def test_a_new_base_is_needed_after_a_branch_and_on_a_generation_that_restarted_without_a_parent():
+    index = _timeline_index()  # generation 3: a PITR at 2026-01-03
+    old_base = pitr.Base("base1", "2026-01-01T10:00:00+00:00", "b.000002", 120, "", "x")
+    needed = pitr.base_backup_needed(None, "x", index, [old_base])
+    assert needed.startswith("no base backup since generation 3 began (PITR at 2026-01-03T00:00:00Z, branched from "
+                             "generation 1 at b.000002:200)") and "backup.yml" in needed
+    new_base = pitr.Base("base2", "2026-01-03T00:00:05+00:00", "b.000008", 300, "", "x")
+    assert pitr.base_backup_needed(None, "x", index, [old_base, new_base]) is None
+    index.generations.append(_gen(4, [entry("b.000001", complete_end=900, generation=4)]))
+    index.generations[-1]["started_at"] = "2026-01-04T00:00:00Z"
+    index.generations[-1]["reason"] = "the server's binlog names restarted"
+    needed = pitr.base_backup_needed(None, "x", index, [old_base, new_base])
+    assert "no base backup on generation 4" in needed and "names restarted" in needed
+    on_it = pitr.Base("base3", "2026-01-03T23:00:00+00:00", "b.000001", 500, "", "x")  # taken before the detection
+    assert pitr.base_backup_needed(None, "x", index, [old_base, on_it]) is None

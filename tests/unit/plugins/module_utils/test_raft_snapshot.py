@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import vault_engine as ve
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.vault import engine as ve
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     ConfigError,
     FormatError,
     TamperedData,

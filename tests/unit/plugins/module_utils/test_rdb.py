@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import rdb
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.redis import rdb
 
 
 def enc_len(n: int) -> bytes:
@@ -156,11 +156,18 @@ def test_a_length_running_past_the_end_is_truncation_even_with_a_fixed_checksum(
     assert not report.ok and "end of data" in report.error
 
 
+def listpack(*strings: bytes) -> bytes:
+    """A valid listpack of short strings (6-bit length entries, 1-byte back lengths)."""
+    body = b"".join(bytes([0x80 | len(v)]) + v + bytes([1 + len(v)]) for v in strings)
+    return struct.pack("<IH", 6 + len(body) + 1, len(strings)) + body + b"\xff"
+
+
 def test_streams_and_quicklists_are_walked_exactly():
     node = b"\x00" * 8 + b"\x00" * 7 + b"\x01"
     body = b"REDIS0010\xfe\x00"
-    body += b"\x12" + enc_str(b"list") + enc_len(2) + enc_len(2) + enc_str(b"lp-blob") + enc_len(1) + enc_str(b"x")
-    body += b"\x13" + enc_str(b"stream") + enc_len(1) + enc_str(node) + enc_str(b"listpack")
+    body += b"\x12" + enc_str(b"list") + enc_len(2) + enc_len(2) + enc_str(listpack(b"a", b"b")) + enc_len(1)
+    body += enc_str(b"x")
+    body += b"\x13" + enc_str(b"stream") + enc_len(1) + enc_str(node) + enc_str(listpack(b"entry"))
     body += enc_len(1) + enc_len(1) + enc_len(1)  # length, last id
     body += enc_len(1) + enc_len(1) + enc_len(0) + enc_len(0) + enc_len(1)  # first id, max deleted, added
     body += enc_len(1) + enc_str(b"group") + enc_len(1) + enc_len(1) + enc_len(1)  # one group
@@ -169,7 +176,7 @@ def test_streams_and_quicklists_are_walked_exactly():
     report = check(finish(body))
     assert report.ok, report.error
     assert report.keys_per_db == {0: 2}
-    bad = body.replace(enc_len(2) + enc_str(b"lp-blob"), enc_len(7) + enc_str(b"lp-blob"))
+    bad = body.replace(enc_len(2) + enc_str(listpack(b"a", b"b")), enc_len(7) + enc_str(listpack(b"a", b"b")))
     report = check(finish(bad))
     assert not report.ok and "container 7" in report.error
 

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import audit, jobs, keys
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset as bs
-from ansible_collections.lifeboat.dr.plugins.module_utils import retention as rt
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops import retention as rt
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import audit, jobs
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.ids import utc_now
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -143,7 +145,7 @@ def ring(tmp_path: Path) -> keys.KeyRing:
     return keys.KeyRing(keys.FileKEK.load(tmp_path / "k.key"))
 
 
-def small_set(store: bs.Store, ring: keys.KeyRing, set_type: str = "full") -> str:
+def small_set(store: Store, ring: keys.KeyRing, set_type: str = "full") -> str:
     with store.begin_set(set_type, ["redis"], ring) as writer:
         with writer.artifact("redis", "dump.rdb") as out:
             out.write(b"x" * 1000)
@@ -152,7 +154,7 @@ def small_set(store: bs.Store, ring: keys.KeyRing, set_type: str = "full") -> st
 
 
 def test_prune_check_mode_lists_and_real_run_deletes_with_side_data(tmp_path: Path, ring):
-    store = bs.Store(tmp_path / "store", reserve_bytes=0)
+    store = Store(tmp_path / "store", reserve_bytes=0)
     ids = [small_set(store, ring) for _unused in range(3)]
     aside_root = tmp_path / "app"
     aside_root.mkdir()
@@ -160,13 +162,13 @@ def test_prune_check_mode_lists_and_real_run_deletes_with_side_data(tmp_path: Pa
     unverified_aside = aside_root / "storage.lbprev-20240102T000000Z"
     old_aside.mkdir()
     unverified_aside.mkdir()
-    jobs.record_job(store.root, "restore", start=bs.utc_now(), result="ok", verified=True,
+    jobs.record_job(store.root, "restore", start=utc_now(), result="ok", verified=True,
                     kept_aside=[str(old_aside)])
     drills = store.root / "drills" / "reports"
     drills.mkdir(parents=True)
     (drills / "old.html").write_text("x")
     pol = rt.RetentionPolicy(rules={"default": rt.GfsRule(keep_last=1)}, min_age_s=0)
-    later = bs.utc_now() + timedelta(days=400)
+    later = utc_now() + timedelta(days=400)
 
     preview = rt.prune(store, pol, check_mode=True, now=later, kept_aside_roots=[aside_root])
     assert [d["set_id"] for d in preview["deleted_sets"]] == ids[:2]
@@ -188,7 +190,7 @@ def test_prune_check_mode_lists_and_real_run_deletes_with_side_data(tmp_path: Pa
 
 
 def test_prune_refuses_while_another_prune_holds_the_lock(tmp_path: Path, ring):
-    store = bs.Store(tmp_path / "store", reserve_bytes=0)
+    store = Store(tmp_path / "store", reserve_bytes=0)
     small_set(store, ring)
     with store.lock("prune"):
         with pytest.raises(rt.LifeboatError) as err:

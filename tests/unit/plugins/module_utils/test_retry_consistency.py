@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils.consistency import split_row_values
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError, ConnectionFailure, TamperedData
-from ansible_collections.lifeboat.dr.plugins.module_utils.orchestrate import parse_components, set_type_for
-from ansible_collections.lifeboat.dr.plugins.module_utils.retry import backoff_delays, retry
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops.consistency import split_row_values
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops.orchestrate import parse_components, set_type_for
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
+    ConfigError,
+    ConnectionFailure,
+    TamperedData,
+)
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.retry import backoff_delays, retry
 
 
 def always_down():

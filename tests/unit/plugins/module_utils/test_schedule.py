@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import schedule as sc
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import ConfigError
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops import schedule as sc
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError
 
 ENTRIES = [sc.Entry("backup-full", "0 2 * * *", "/usr/bin/lifeboat-run backup", description="daily full"),
            sc.Entry("binlog-archive", "*/15 * * * *", "/usr/bin/lifeboat-run binlog"),

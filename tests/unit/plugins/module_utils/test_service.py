@@ -1,4 +1,4 @@
-"""Specification of plugins/module_utils/service.py: building service controllers and waiting for services."""
+"""Specification of plugins/module_utils/util/service.py: building service controllers and waiting for services."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import service as svc
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import (
+from ansible_collections.lifeboat.dr.plugins.module_utils.util import service as svc
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     ConfigError,
     ConnectionFailure,
     DependencyMissing,
@@ -168,22 +168,6 @@ def test_env_settings_reach_the_commands():
 # --- waiting for ports and HTTP ------------------------------------------------------------
 
 
-@pytest.fixture
-def listening_port():
-    with socket.socket() as srv:
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(8)
-        yield srv.getsockname()[1]
-
-
-@pytest.fixture
-def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return port
-
-
 def test_wait_for_port_returns_quickly_for_a_listening_port(listening_port):
     assert svc.wait_for_port("127.0.0.1", listening_port, timeout_s=5) < 1
 
@@ -261,3 +245,81 @@ def test_wait_for_http_on_a_closed_port_fails_at_the_deadline(closed_port):
 def test_wait_for_http_rejects_a_non_http_url():
     with pytest.raises(ConfigError):
         svc.wait_for_http("not a url", timeout_s=1)
+
+
+# --- the deployment-target interface ------------------------------------------------------
+
+
+def _command_service(tmp_path, running=True, **extra):
+    return svc.get_service("command", "thing", start=["true"], stop=["true"],
+                           status=["true" if running else "false"], cwd=str(tmp_path), **extra)
+
+
+@pytest.mark.parametrize("manager, settings", [
+    ("lab", {"repo_dir": "/repo"}), ("systemd", {}), ("command", {"start": ["a"], "stop": ["b"], "status": ["c"]}),
+])
+def test_every_process_manager_is_a_deployment_target(manager, settings):
+    assert isinstance(svc.get_service(manager, "mysql", **settings), svc.DeploymentTarget)
+
+
+def test_run_command_streams_stdin_to_stdout(tmp_path):
+    source, sink = tmp_path / "in", tmp_path / "out"
+    source.write_bytes(b"row\n" * 100_000)
+    with open(source, "rb") as fin, open(sink, "wb") as fout:
+        result = _command_service(tmp_path).run_command(["cat"], stdin=fin, stdout=fout, what="copy")
+    assert result.returncode == 0 and result.stdout == b""
+    assert sink.read_bytes() == source.read_bytes()
+
+
+def test_run_command_passes_secrets_in_the_environment_not_argv(tmp_path, caplog):
+    secret = "s3cr3t-" + str(time.time_ns())
+    result = _command_service(tmp_path).run_command(["sh", "-c", 'printf %s "$LB_SECRET"'],
+                                                    secret_env={"LB_SECRET": secret})
+    assert result.stdout == secret.encode()
+    assert secret not in caplog.text
+
+
+def test_run_command_failure_names_the_exit_code_and_stderr(tmp_path):
+    with pytest.raises(svc.ServiceControlFailed) as err:
+        _command_service(tmp_path).run_command(["sh", "-c", "echo broken table >&2; exit 3"], what="load")
+    assert "load" in err.value.message and "exit code 3" in err.value.message and "broken table" in err.value.message
+
+
+def test_run_command_timeout_is_a_failure_not_a_hang(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(svc.ServiceControlFailed, match="did not finish"):
+        _command_service(tmp_path).run_command(["sleep", "30"], timeout_s=0.5)
+    assert time.monotonic() - started < 10
+
+
+def test_a_shell_string_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="list of strings"):
+        _command_service(tmp_path).run_command("cat /etc/passwd")  # type: ignore[arg-type]
+
+
+def test_the_lab_target_knows_its_data_dir(tmp_path):
+    rows = '[{"service": "redis", "running": true, "pid": 1, "host": "127.0.0.1", "port": 6, "data_dir": "/d/r"}]'
+    s = svc.get_service("lab", "redis", repo_dir=str(tmp_path), python=_fake_lab(tmp_path, rows))
+    assert s.data_dir() == "/d/r"
+    assert svc.get_service("systemd", "redis").data_dir() is None
+
+
+def test_wait_healthy_waits_for_the_configured_address(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    rows = f'[{{"service": "redis", "running": true, "pid": 1, "host": "127.0.0.1", "port": {port}}}]'
+    try:
+        s = svc.get_service("lab", "redis", repo_dir=str(tmp_path), python=_fake_lab(tmp_path, rows))
+        assert s.wait_healthy(5) < 5
+    finally:
+        listener.close()
+    with pytest.raises(ConnectionFailure):
+        s.wait_healthy(0.5)
+
+
+def test_wait_healthy_without_an_address_waits_for_running(tmp_path):
+    assert _command_service(tmp_path, running=True).wait_healthy(2) < 2
+    with pytest.raises(ConnectionFailure, match="not running"):
+        _command_service(tmp_path, running=False).wait_healthy(0.5)

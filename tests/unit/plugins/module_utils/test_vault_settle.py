@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import vault_engine as ve
-from ansible_collections.lifeboat.dr.plugins.module_utils.errors import RestoreFailed
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.vault import engine as ve
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import RestoreFailed
 
 
 class Clock:

@@ -7,7 +7,8 @@ import hashlib
 import pytest
 from module_runner import run_module as run_lifeboat_module
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset, keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
 
 
 def run_module(tmp_path, check_mode=False, **args):
@@ -36,7 +37,7 @@ def publish(store, keyring, set_type, component):
 
 @pytest.fixture
 def store(tmp_path, key_files):
-    st = backupset.Store(tmp_path / "store", reserve_bytes=0)
+    st = Store(tmp_path / "store", reserve_bytes=0)
     old = ring(key_files["old"], key_files["escrow"])
     return st, [publish(st, old, "mysql", "mysql"), publish(st, old, "app", "app")]
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import pytest
 from module_runner import run_module as run_lifeboat_module
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import audit, health, jobs, keys, retention
-from ansible_collections.lifeboat.dr.plugins.module_utils.backupset import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.ops import health, retention
+from ansible_collections.lifeboat.dr.plugins.module_utils.store import audit, jobs
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
 
 
 def run_module(tmp_path, name, **args):

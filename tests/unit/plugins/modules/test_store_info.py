@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from module_runner import run_module as run_lifeboat_module
 
-from ansible_collections.lifeboat.dr.plugins.module_utils import backupset, keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.format import keys
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.store.ids import new_set_id
 
 
 def run_store_info(tmp_path, **args):
@@ -23,7 +25,7 @@ def keyring(tmp_path):
 
 
 def publish_set(store, keyring, set_type, component, when, quick_verify=True):
-    set_id = backupset.new_set_id(set_type, when)
+    set_id = new_set_id(set_type, when)
     with store.begin_set(set_type, [component], keyring, set_id=set_id) as writer:
         with writer.artifact(component, "data.bin") as out:
             out.write(b"lifeboat " * 100)
@@ -35,7 +37,7 @@ def publish_set(store, keyring, set_type, component, when, quick_verify=True):
 def store(tmp_path, keyring):
     """A store with an older verified mysql set and a newer unverified redis set."""
     root = tmp_path / "store"
-    st = backupset.Store(root)
+    st = Store(root)
     now = datetime.now(UTC).replace(microsecond=0)
     older = publish_set(st, keyring, "mysql", "mysql", now - timedelta(hours=2))
     newer = publish_set(st, keyring, "redis", "redis", now - timedelta(hours=1), quick_verify=False)
