@@ -300,18 +300,43 @@ def net_lock() -> Iterator[None]:
         os.close(fd)
 
 
+def subnet_holders(subnet: str) -> dict[str, str]:
+    """Interfaces of the main namespace with an IPv4 address inside ``subnet``: ``{name: address/len}``."""
+    network = ipaddress.ip_network(subnet)
+    holders = {}
+    for row in json.loads(ip("-j", "addr", "show").stdout or "[]"):
+        for addr in row.get("addr_info", []):
+            if addr.get("family") == "inet" and ipaddress.ip_address(addr["local"]) in network:
+                holders[row.get("ifname", "?")] = f"{addr['local']}/{addr.get('prefixlen')}"
+    return holders
+
+
+def refuse_a_subnet_in_use(layout: ComposeLayout) -> None:
+    """Refuse (:class:`ConfigError`, naming the interface) when something other than this lab's own
+    bridge holds an address or a route in the lab's subnet: another compose lab (another checkout or
+    state folder with the same ``LAB_PORT_BASE`` mod 256), or a network of the machine. podman would
+    refuse the network later with no word of why (``network create`` exit 125)."""
+    own = bridge_name(layout)
+    holders = {name: cidr for name, cidr in subnet_holders(layout.subnet).items() if name != own}
+    routed = [r.get("dev", "?") for r in routes_for(layout.subnet)
+              if r.get("type") != "unreachable" and r.get("dev") != own]
+    if holders or routed:
+        what = ", ".join(f"{name} ({cidr})" for name, cidr in holders.items()) or f"a route via {routed[0]}"
+        raise ConfigError(f"subnet {layout.subnet} of the compose lab in {layout.state_dir} is already in use on "
+                          f"this machine: {what}",
+                          hint="another compose lab holds it: take that one down (`python -m lab down --kind compose` "
+                               "in its checkout), or give this one a LAB_PORT_BASE whose value mod 256 differs")
+
+
 def ensure_guard_route(layout: ComposeLayout) -> None:
     """Add the ``unreachable`` guard route for the subnet (before anything starts).
 
-    Refuses (:class:`ConfigError`) when another route of that subnet exists and this lab's
-    network does not: another lab, or something else of the machine, uses the subnet.
+    Refuses first (:func:`refuse_a_subnet_in_use`) when anything but this lab's network uses the
+    subnet: another lab, or something else of the machine.
     """
+    refuse_a_subnet_in_use(layout)
     if guard_route_present(layout.subnet):
         return
-    others = [r for r in routes_for(layout.subnet) if r.get("type") != "unreachable"]
-    if others and not network_exists(layout):
-        raise ConfigError(f"subnet {layout.subnet} is already routed on this machine ({others[0].get('dev', '?')})",
-                          hint="another compose lab uses it: choose a LAB_PORT_BASE whose value mod 256 differs")
     ip("route", "add", "unreachable", layout.subnet, "metric", str(GUARD_METRIC))
     log.info("compose: guard route 'unreachable %s metric %d' added", layout.subnet, GUARD_METRIC)
 

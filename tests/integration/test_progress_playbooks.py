@@ -166,8 +166,11 @@ def running_status(store: str) -> dict:
 
 
 def test_kill_9_of_the_controller_leaves_no_worker_running_after_30_s(lab_env, big_db):
+    """The server is paused right after the kill, so the dump cannot simply finish (and remove its
+    status file) before the watchdog sees the controller gone."""
+    mysqld = lab_mysqld_pid(lab_env)
     proc = playbook("backup")
-    worker = None
+    worker, stopped = None, False
     try:
         read_until(proc, "lab-mysql | mysql backup [running]")
         status = running_status(lab_env["LAB_STORE"])
@@ -175,11 +178,15 @@ def test_kill_9_of_the_controller_leaves_no_worker_running_after_30_s(lab_env, b
         assert status["run_owner"]["pid"] == proc.pid and locks.owner_state(worker) == "alive"
         forks = [locks.process_identity(pid) for pid in descendants(proc.pid)]  # Ansible's workers
         os.kill(proc.pid, signal.SIGKILL)  # the controller only: its workers and the async job live on
+        os.kill(mysqld, signal.SIGSTOP)
+        stopped = True
         proc.wait(30)
         deadline = time.monotonic() + 30
         while locks.owner_state(worker) == "alive" and time.monotonic() < deadline:
             time.sleep(0.5)
         assert locks.owner_state(worker) == "dead", f"the backup worker {worker['pid']} outlived its controller by 30 s"
+        os.kill(mysqld, signal.SIGCONT)
+        stopped = False
         while [f for f in forks if locks.owner_state(f) == "alive"] and time.monotonic() < deadline:
             time.sleep(0.5)
         assert [f["pid"] for f in forks if locks.owner_state(f) == "alive"] == []
@@ -188,6 +195,8 @@ def test_kill_9_of_the_controller_leaves_no_worker_running_after_30_s(lab_env, b
             capture_output=True, text=True, check=True).stdout) if r["id"] == status["id"]]
         assert [r["liveness"] for r in runs] == ["abandoned"] and "is gone" in runs[0]["reason"]
     finally:
+        if stopped:
+            os.kill(mysqld, signal.SIGCONT)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)

@@ -218,6 +218,32 @@ def test_a_second_lab_comes_up_from_nothing_and_down_removes_exactly_what_it_mad
     assert up_seconds < 120
 
 
+def test_a_lab_whose_subnet_another_interface_holds_is_refused_naming_it_before_anything_starts(
+        compose_lab, tmp_path_factory, monkeypatch):
+    """As when another checkout's compose lab runs with the same LAB_PORT_BASE: its bridge holds the
+    subnet and podman would refuse the network with no reason (exit 125). Here a bridge
+    (local only) holds an address of the subnet of a lab with LAB_PORT_BASE two above this one's."""
+    state = tmp_path_factory.mktemp("compose-lab-taken")
+    monkeypatch.setenv(compose_lab_module.STATE_ENV, str(state))
+    monkeypatch.setenv("LAB_PORT_BASE", str(compose_lab.port_offset + 2))
+    taken = compose_lab_module.load_compose_layout()
+    holder = "lbtaken0"
+    subprocess.run(["ip", "link", "add", holder, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{ipaddress.ip_network(taken.subnet).network_address + 1}/24",
+                        "dev", holder], check=True)
+        with pytest.raises(LifeboatError) as refused:
+            compose_lab_module.up(seed_rows=50)
+        message = str(refused.value)
+        assert taken.subnet in message and holder in message and "already in use" in message, message
+        assert "lab down --kind compose" in refused.value.hint and "LAB_PORT_BASE" in refused.value.hint
+        assert not compose_lab_module.api_running(taken), "refused before the API service started"
+        assert [r for r in host_routes(taken.subnet) if r.get("type") == "unreachable"] == [], "no guard route added"
+    finally:
+        subprocess.run(["ip", "link", "del", holder], check=False)
+        compose_lab_module.down()
+
+
 # --- restarts (what the app_container_failure drill will rely on) -------------------------------
 def wait_running_again(container, old_pid: int, timeout_s: float = 30) -> bool:
     deadline = time.monotonic() + timeout_s
