@@ -207,6 +207,21 @@ def test_in_place_swap_keeps_the_live_tables_aside(admin, shop, store, keyring):
     assert table_state(admin, shop)["customers"][0] == 3
 
 
+def test_a_set_whose_database_held_no_table_restores_to_an_empty_database(admin, store, keyring):
+    """Nothing to swap in (RENAME TABLE needs a pair): the restore succeeds and changes nothing else."""
+    db = f"lbt_empty_{secrets.token_hex(4)}"
+    sql(admin, f"CREATE DATABASE {db}")
+    try:
+        mb.run_backup(str(store), keyring, admin, databases=[db], parallel=2, include_users=False)
+
+        mr.restore_mysql_from(mr.open_backup_set(str(store)), keyring, admin, databases=[db])
+
+        assert table_state(admin, db) == {}
+    finally:
+        names = [r[0] for r in sql(admin, "SHOW DATABASES")[0] if r[0].startswith(db)]
+        sql(admin, *[f"DROP DATABASE IF EXISTS `{n}`" for n in names])
+
+
 def test_unknown_database_fails_and_publishes_nothing(admin, shop, store, keyring):
     with pytest.raises(NotFound, match="no_such_db_xyz"):
         mb.run_backup(str(store), keyring, admin, databases=[shop, "no_such_db_xyz"])

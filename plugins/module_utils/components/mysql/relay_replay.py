@@ -57,6 +57,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,11 +144,25 @@ def connection_status(conn: Any, name: str) -> Optional[dict[str, Any]]:
 def _globals(conn: Any) -> dict[str, Any]:
     row = mysql.query_all(conn, "SELECT @@server_id, @@slave_parallel_threads, @@gtid_slave_pos, @@datadir, "
                                 "@@log_bin, @@log_slave_updates, @@version, @@gtid_strict_mode, @@init_slave, "
-                                "@@innodb_flush_log_at_trx_commit")[0]
+                                "@@innodb_flush_log_at_trx_commit, @@hostname")[0]
     return {"server_id": int(row[0]), "slave_parallel_threads": int(row[1]), "gtid_slave_pos": str(row[2] or ""),
             "datadir": str(row[3]), "log_bin": bool(int(row[4])), "log_slave_updates": bool(int(row[5])),
             "version": str(row[6]), "gtid_strict_mode": bool(int(row[7])), "init_slave": str(row[8] or ""),
-            "innodb_flush_log_at_trx_commit": int(row[9])}
+            "innodb_flush_log_at_trx_commit": int(row[9]), "hostname": str(row[10] or "")}
+
+
+def server_on_another_host(facts: dict[str, Any]) -> Optional[str]:
+    """Why the server's own paths (``@@datadir``) are not this host's (None: same host name).
+
+    A server in a container (its own host name, the container's id) or on another machine may name
+    a datadir that also exists here - another server's (e.g. a system MariaDB's ``/var/lib/mysql``):
+    the applier would write its relay and state files there. The host name, which a container gets
+    from its own UTS namespace, tells them apart without changing anything."""
+    here = socket.gethostname()
+    if facts["hostname"] and facts["hostname"] != here:
+        return (f"the server runs on host {facts['hostname']!r} (another machine or a container), not on this "
+                f"host {here!r}: its datadir {facts['datadir']} is not this host's folder")
+    return None
 
 
 def sql_thread_binlogs(facts: dict[str, Any]) -> bool:
@@ -165,6 +180,9 @@ def why_not_applicable(conn: Any, *, log_replayed: bool, databases: Optional[lis
         return "a database name in databases: contains ',' or a quote (replicate_do_db cannot name it)"
     if facts["log_bin"] and not facts["log_slave_updates"] and log_replayed:
         return "log_replayed: true, but with log_slave_updates OFF the SQL thread would not binlog the replay"
+    elsewhere = server_on_another_host(facts)
+    if elsewhere:
+        return elsewhere + " (the applier needs the DB host)"
     datadir = Path(facts["datadir"])
     if not datadir.is_dir() or not os.access(datadir, os.W_OK | os.X_OK):
         return f"the server's datadir {datadir} is not a writable folder on this host (the applier needs the DB host)"

@@ -38,3 +38,13 @@ def test_an_unknown_replay_method_is_refused():
     with pytest.raises(ConfigError, match="replay_method"):
         rr.choose_method(None, "fast", log_replayed=False, databases=None)
     assert rr.choose_method(None, "client", log_replayed=False, databases=None)[0] == "client"
+
+
+def test_a_server_with_another_host_name_is_not_on_this_host_even_if_its_datadir_path_exists_here(monkeypatch):
+    """A container's MariaDB says /var/lib/mysql: a system MariaDB's folder of that name may exist here."""
+    monkeypatch.setattr(rr.socket, "gethostname", lambda: "backup-host")
+    in_container = {"hostname": "3f2a9c1d0b7e", "datadir": "/var/lib/mysql/"}
+    why = rr.server_on_another_host(in_container)
+    assert "3f2a9c1d0b7e" in why and "backup-host" in why and "/var/lib/mysql/" in why
+    assert rr.server_on_another_host({"hostname": "backup-host", "datadir": "/var/lib/mysql/"}) is None
+    assert rr.server_on_another_host({"hostname": "", "datadir": "/srv/db"}) is None
