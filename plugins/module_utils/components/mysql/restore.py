@@ -810,7 +810,8 @@ def swap_in(control: Any, plan: RestorePlan) -> dict[str, Any]:
             my.execute(control, drop_object_sql(db, kind, name), doing=f"dropping live {kind} {db}.{name}")
     try:
         if pairs:  # a set whose databases hold no table has nothing to swap (RENAME TABLE needs a pair)
-            my.execute(control, "RENAME TABLE " + ", ".join(pairs), doing="swapping the restored tables in (RENAME TABLE)")
+            my.execute(control, "RENAME TABLE " + ", ".join(pairs),
+                       doing="swapping the restored tables in (RENAME TABLE)")
     except LifeboatError:
         _put_back_objects(control, saved, by_db, plan.prev_suffix)
         raise
