@@ -119,6 +119,17 @@ def stack_state(env: dict[str, str]) -> dict:
             "files": files_state(env)}
 
 
+def wipe_every_component(env: dict[str, str]) -> None:
+    """The data of every component gone: the demo database, Redis dbs 0-2, the Vault canary, the app's files."""
+    with mysql_conn(env) as conn, conn.cursor() as cur:
+        cur.execute("DROP DATABASE demo")
+    for db in range(3):
+        redis_client(env, db).flushdb()
+    vault_request(env, "DELETE", "secret/metadata/lifeboat/canary")
+    for path in sorted(Path(env["LAB_APP_STORAGE"]).rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+
+
 def app_health(env: dict[str, str]) -> int:
     try:
         with urllib.request.urlopen(f"{env['LAB_APP_URL']}/health", timeout=5) as resp:
@@ -159,13 +170,7 @@ def test_backup_wipe_restore_gives_back_equal_data_and_a_healthy_app(lab_env):
     manifest = Store(lab_env["LAB_STORE"]).open_set(set_id).manifest
     assert manifest["type"] == "full" and sorted(manifest["components"]) == ["app", "mysql", "redis", "vault"]
 
-    with mysql_conn(lab_env) as conn, conn.cursor() as cur:
-        cur.execute("DROP DATABASE demo")
-    for db in range(3):
-        redis_client(lab_env, db).flushdb()
-    vault_request(lab_env, "DELETE", "secret/metadata/lifeboat/canary")
-    for path in sorted(Path(lab_env["LAB_APP_STORAGE"]).rglob("*"), reverse=True):
-        path.unlink() if path.is_file() else path.rmdir()
+    wipe_every_component(lab_env)
     assert vault_canary(lab_env) is None and not files_state(lab_env)
 
     proc = ok(run_playbook("restore", "-e", f"backup_id={set_id}"))

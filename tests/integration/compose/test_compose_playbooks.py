@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from test_playbooks import app_health, mysql_checksums, mysql_conn, redis_client, stack_state, vault_request
+from test_playbooks import app_health, mysql_checksums, mysql_conn, stack_state, wipe_every_component
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
 from lab.compose import lab as compose_lab_module
@@ -47,13 +47,7 @@ def test_backup_verify_and_restore_playbooks_bring_back_every_service_of_the_pro
     verified = compose_playbook(compose_lab, "verify", "-e", "mode=full", "-e", f"backup_id={set_id}")
     assert '"result": "VERIFIED"' in verified.stdout
 
-    with mysql_conn(env) as conn, conn.cursor() as cur:
-        cur.execute("DROP DATABASE demo")
-    for db in range(3):
-        redis_client(env, db).flushdb()
-    vault_request(env, "DELETE", "secret/metadata/lifeboat/canary")
-    for path in sorted(Path(env["LAB_APP_STORAGE"]).rglob("*"), reverse=True):
-        path.unlink() if path.is_file() else path.rmdir()
+    wipe_every_component(env)
     assert stack_state(env) != expected
     app = docker_client.containers.get(compose_lab_module.container_name(compose_lab, "app"))
     app_started = app.attrs["State"]["StartedAt"]
