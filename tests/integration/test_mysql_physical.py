@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -359,8 +360,11 @@ def test_kill_9_during_a_backup_publishes_nothing_and_the_next_run_succeeds(
     assert group_gone(child.pid), "mariabackup outlived its killed caller"
     assert Store(store).list_sets() == []
     assert [i.status for i in Store(store).list_sets(include_partial=True)] == ["partial"]
+    lsn_dirs = list(Path(tempfile.gettempdir()).glob(f"{mp.LSN_DIR_PREFIX}{child.pid}-*"))
+    assert lsn_dirs, "the killed backup left its --extra-lsndir (named by its pid)"
     again = physical_backup(store, keyring, backup_user)
     assert [i.set_id for i in Store(store).list_sets()] == [again["set_id"]]
+    assert not [d for d in lsn_dirs if d.exists()], "the next backup removed the dead run's --extra-lsndir"
     assert set_verify.verify_set(str(store), again["set_id"], keyring, mode="quick")["ok"]
 
 

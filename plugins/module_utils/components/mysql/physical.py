@@ -52,7 +52,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 from datetime import datetime, timezone
@@ -61,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import conn as my
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql.dumpformat import text_of
+from ansible_collections.lifeboat.dr.plugins.module_utils.util import rundirs
 from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     BackupFailed,
     ConfigError,
@@ -97,6 +97,7 @@ STREAM_ARTIFACT = "physical.mbstream.zst.enc"
 PHYSICAL_JSON = "mysql_physical.json"
 POSITION_JSON = "binlog_position.json"          # the same file as a logical set's (pitr reads it)
 WORK_STATE = "exchange.json"                    # in a restore's work folder: the datadir it replaces
+LSN_DIR_PREFIX = "lifeboat-lsn-"                # + <pid>-<start>-<random>: a backup's --extra-lsndir
 PHYSICAL_FORMAT = 1
 READ_BLOCK = 1 << 20
 PIPE_SIZE = 1 << 20
@@ -556,7 +557,8 @@ def backup_physical_into(writer: SetWriter, params: my.ConnParams, *, store: Opt
             raise ConfigError("an incremental physical backup needs the store holding its parent")
         parent_set, parent_meta = find_parent(store, parent, facts["server_identity"])
         check_lsn_not_behind(params, parent_set.set_id, int(parent_meta.get("last_lsn") or parent_meta["to_lsn"]))
-    lsndir = Path(tempfile.mkdtemp(prefix="lifeboat-lsn-", dir=work_dir))  # 0700, removed below
+    rundirs.remove_dead_owned_tmpdirs(LSN_DIR_PREFIX, root=work_dir)  # what killed backups left behind
+    lsndir = Path(rundirs.make_owned_tmpdir(LSN_DIR_PREFIX, root=work_dir))  # 0700, removed below
     try:
         with my.option_file(params) as cnf:
             argv = my.tool_argv(tool, cnf, "--backup", "--stream=mbstream", f"--datadir={data_path}",
