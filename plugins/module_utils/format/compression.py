@@ -264,3 +264,11 @@ class _GzipReader:
                 self._eof = True
             else:
                 self._pending = chunk
+
+
+def lone_stream_codec(set_codec: Optional[Codec]) -> Codec:
+    """The codec of an artifact that is written alone, one stream for the whole component (a folder's
+    tar, a physical backup's mbstream): the set's codec (zstd 3 when it has none) with an automatic
+    thread count resolved by :meth:`Codec.for_single_stream` - one stream alone would leave the
+    second core idle. Explicit thread counts are kept."""
+    return (set_codec or Codec()).for_single_stream()

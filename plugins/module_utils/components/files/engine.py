@@ -57,7 +57,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, Optional, Union
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.components import base as components
-from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import Codec
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import Codec, lone_stream_codec
 from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     ConfigError,
     FormatError,
@@ -1222,11 +1222,8 @@ def backup_files_into(set_writer: SetWriter, paths: dict[str, str], *, include: 
 
 
 def tar_codec(set_writer: SetWriter) -> Codec:
-    """The codec of a folder's tar artifact: the set's (zstd 3 when it has none), with an
-    automatic thread count resolved for a lone stream (:meth:`Codec.for_single_stream`): a
-    folder is one tar stream, which alone would leave the second core idle."""
-    codec = getattr(set_writer, "codec", None) or Codec()
-    return codec.for_single_stream()
+    """The codec of a folder's tar artifact: a folder is one tar stream (:func:`lone_stream_codec`)."""
+    return lone_stream_codec(getattr(set_writer, "codec", None))
 
 
 def _previous_entries(parent: Optional[Any], name: str, parent_meta: dict[str, Any]

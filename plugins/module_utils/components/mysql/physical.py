@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import conn as my
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql.dumpformat import text_of
+from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import lone_stream_codec
 from ansible_collections.lifeboat.dr.plugins.module_utils.util import rundirs
 from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     BackupFailed,
@@ -567,7 +568,9 @@ def backup_physical_into(writer: SetWriter, params: my.ConnParams, *, store: Opt
                 argv.append(f"--incremental-lsn={int(parent_meta['to_lsn'])}")
             set_step("mariabackup --backup")
             meter = ProgressMeter("mysql physical backup", progress, None)
-            with writer.artifact(COMPONENT, STREAM_ARTIFACT) as out:
+            # one stream for the whole server: two zstd workers on a 2-core host (lone_stream_codec)
+            codec = lone_stream_codec(getattr(writer, "codec", None))
+            with writer.artifact(COMPONENT, STREAM_ARTIFACT, codec=codec) as out:
                 _result, streamed = stream_command_out(target, argv, out, what="mariabackup --backup",
                                                        on_bytes=meter.update)
             meter.finish()
