@@ -117,10 +117,14 @@ class Service:
     operation done (they do not wait for the service to accept connections: use
     :func:`wait_for_port` or :func:`wait_for_http` for that). They raise
     :class:`ServiceControlFailed` when the manager reports failure.
-    ``is_running()`` never changes anything.
+    ``is_running()`` never changes anything. ``identified_by_name``: the manager finds the
+    service itself (a container by its name or Compose labels), not by where it listens, so
+    "not running" says the service at the inventory's address is down even when its address
+    cannot be read back (a stopped container has none).
     """
 
     manager = ""
+    identified_by_name = False
 
     def __init__(self, name: str) -> None:
         if not name:
@@ -376,6 +380,7 @@ class DockerService(Service):
     """
 
     manager = "docker"
+    identified_by_name = True
 
     def __init__(self, name: str, *, container: Optional[str] = None, base_url: Optional[str] = None,
                  stop_timeout_s: int = 10, project: Optional[str] = None, service: Optional[str] = None,
@@ -811,7 +816,11 @@ def _verdict_not_running(result: dict[str, Any], service: Service, where: str,
                          configured: Optional[tuple[str, int]], fix_where: str) -> dict[str, Any]:
     """The verdict for a service its manager reports as not running."""
     stopped = f"the {service.manager} manager says {service.name} is not running"
-    if configured is None:
+    if configured is None and getattr(service, "identified_by_name", False):
+        result.update(verdict="dead", message=(
+            f"{where} refused the connection ({result['error']}) and {stopped}: the server is down (the "
+            f"{service.manager} manager finds the service itself, not by its address)"))
+    elif configured is None:
         result.update(verdict="stopped", message=(
             f"{where} refused the connection ({result['error']}) and {stopped}; whether {where} is the address "
             f"it listens on cannot be confirmed with this manager"))

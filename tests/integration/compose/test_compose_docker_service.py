@@ -71,11 +71,17 @@ def test_wait_healthy_runs_the_containers_own_healthcheck(compose_lab):
 
 def test_stop_and_start_a_compose_service(compose_lab):
     cache = target(compose_lab, "cache")
+    address = (compose_lab.host_for("redis"), compose_lab.port("redis"))
+    svc.wait_for_port(*address, 30)  # a container started anew answers once the host re-learns its MAC
+    assert svc.probe_service(cache, *address)["verdict"] == "up"
     cache.stop()
     try:
         assert not cache.is_running() and cache.main_pid() is None
         with pytest.raises(ConnectionFailure, match=r"not healthy after 1 s: container .* is exited"):
             cache.wait_healthy(1)
+        probed = svc.probe_service(cache, *address, timeout_s=1)
+        assert probed["verdict"] == "dead", "a stopped container is found by its labels: its server is down"
+        assert "finds the service itself, not by its address" in probed["message"]
     finally:
         cache.start()
     assert cache.wait_healthy(60) < 60

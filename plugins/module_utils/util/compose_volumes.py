@@ -1,0 +1,117 @@
+# -*- coding: utf-8 -*-
+# Copyright: Lifeboat contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Keep a Compose service's volume content aside in a new volume, through the Docker API (issue #19).
+
+A Compose project finds its volumes by name: a replacement volume would not be adopted, and
+renaming a volume's folder breaks it. So when a recovery must start a service on empty data
+(a fresh MariaDB server in place of a corrupted one), the old content is *moved* into a new
+volume ``<volume>-lifeboat-kept-<UTC time>`` labelled with its origin
+(``lifeboat.kept-from``, ``lifeboat.kept-at``), and the original volume is left in place, empty,
+for the service to initialise. Nothing kept aside stays inside the volume (a folder in a
+MariaDB datadir shows up as a database), and nothing is deleted: the kept volume is the
+user's to inspect and remove.
+
+The move is a ``rename`` of each top-level entry into the new volume's folder: both volumes
+live under the engine's one volume root, so it is a metadata operation whatever the data size.
+It is not atomic as a whole: a run killed part-way leaves some entries in each volume, both
+intact and the kept one labelled; running the keep again moves the rest into a second kept
+volume. Only local-driver volumes whose folder this host can reach are handled; anything else
+is refused before anything is changed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Optional
+
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
+    ConfigError,
+    ConnectionFailure,
+    DependencyMissing,
+    NotFound,
+)
+
+KEPT_FROM_LABEL = "lifeboat.kept-from"
+KEPT_AT_LABEL = "lifeboat.kept-at"
+KEPT_INFIX = "-lifeboat-kept-"
+
+
+@dataclass(frozen=True)
+class KeptVolume:
+    """The outcome of :func:`keep_volume_content`: where the old content now is."""
+
+    volume: str
+    kept_volume: str
+    kept_path: str
+    entries: int
+
+
+def kept_volume_name(volume: str, at: datetime) -> str:
+    """``<volume>-lifeboat-kept-<YYYYmmddTHHMMSSZ>`` (``at`` in UTC)."""
+    return f"{volume}{KEPT_INFIX}{at.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def client_for(base_url: Optional[str]) -> Any:
+    """A docker SDK client on ``base_url`` (else ``DOCKER_HOST``); ConnectionFailure naming it."""
+    try:
+        import docker
+    except ImportError as exc:
+        raise DependencyMissing("keeping a volume aside needs the Python package 'docker'",
+                                hint="pip install docker on the host that runs the task") from exc
+
+    try:
+        client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+        client.ping()
+        return client
+    except docker.errors.DockerException as exc:
+        raise ConnectionFailure(f"the Docker API at {base_url or os.environ.get('DOCKER_HOST', '(DOCKER_HOST)')} "
+                                f"does not answer: {exc}", hint="is the engine running, and is the address right?") \
+            from exc
+
+
+def volume_at(client: Any, path: str) -> Any:
+    """The volume whose folder (``Mountpoint``) is ``path``; NotFound listing the volumes otherwise
+    (e.g. a bind mount, which has no volume to keep aside)."""
+    wanted = os.path.realpath(path)
+    volumes = client.volumes.list()
+    for volume in volumes:
+        mountpoint = volume.attrs.get("Mountpoint") or ""
+        if mountpoint and os.path.realpath(mountpoint) == wanted:
+            return volume
+    names = ", ".join(sorted(v.name for v in volumes)[:20]) or "none"
+    raise NotFound(f"no volume of the engine has its folder at {path}",
+                   hint=f"give the host path of a named volume (volumes: {names}); a bind mount's folder is "
+                        "not a volume")
+
+
+def keep_volume_content(client: Any, path: str, *, now: Optional[datetime] = None) -> Optional[KeptVolume]:
+    """Move everything in the volume whose folder is ``path`` into a new labelled volume.
+
+    Returns None when the volume is already empty (nothing to keep; no volume created).
+    Refuses (ConfigError) before changing anything when the new volume's folder is not on the
+    same file system. The new folder gets the owner and mode of the old one.
+    """
+    volume = volume_at(client, path)
+    source = Path(volume.attrs["Mountpoint"])
+    entries = sorted(source.iterdir())
+    if not entries:
+        return None
+    at = now or datetime.now(UTC)
+    name = kept_volume_name(volume.name, at)
+    kept = client.volumes.create(name=name, driver="local", labels={
+        KEPT_FROM_LABEL: volume.name, KEPT_AT_LABEL: at.astimezone(UTC).isoformat()})
+    target = Path(kept.attrs.get("Mountpoint") or client.volumes.get(name).attrs["Mountpoint"])
+    if target.stat().st_dev != source.stat().st_dev:
+        kept.remove()
+        raise ConfigError(f"volume {name} is not on the file system of {volume.name} ({source})",
+                          hint="keep the content aside by hand (copy it), then run again")
+    info = source.stat()
+    os.chown(target, info.st_uid, info.st_gid)
+    os.chmod(target, info.st_mode & 0o7777)
+    for entry in entries:
+        os.rename(entry, target / entry.name)
+    return KeptVolume(volume=volume.name, kept_volume=name, kept_path=str(target), entries=len(entries))
