@@ -41,6 +41,7 @@ from dr_tests.report import (
 SCENARIOS_FILE = Path(__file__).resolve().parent / "scenarios.yml"
 DEFAULT_INVENTORY = REPO_DIR / "inventories" / "lab"
 MULTIHOST_INVENTORY = REPO_DIR / "inventories" / "lab-multihost"
+COMPOSE_INVENTORY = REPO_DIR / "inventories" / "lab-compose"
 RECORD_KEY = pytest.StashKey[DrillRecord]()
 RESULTS: list[dict] = []
 
@@ -224,6 +225,50 @@ def multihost_inventory(multihost_lab: MultihostLab) -> DrillInventory:
         pytest.fail(f"not drillable: {err}", pytrace=False)
 
 
+def compose_unavailable_reason() -> str:
+    """Why this machine cannot run the compose lab ("" when it can): root, podman, runc, debootstrap."""
+    if os.geteuid() != 0:
+        return "not root (the compose lab runs rootful podman, a bridge address and a guard route)"
+    for tool in ("podman", "runc", "debootstrap"):
+        if not shutil.which(tool):
+            return f"the program '{tool}' is missing (make setup installs it)"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def compose_lab() -> str:
+    """The compose lab (lab/compose), brought up for the scenarios that drill on containers
+    (``up`` is idempotent: a few seconds when it already runs; the first run on a machine builds
+    the image) and left running, as the compose tests leave it. Returns "" when it runs, else why not."""
+    reason = compose_unavailable_reason()
+    if reason:
+        return reason
+    run = subprocess.run([str(measure.VENV_BIN / "python"), "-m", "lab", "-q", "up", "--kind", "compose"],
+                         capture_output=True, text=True, cwd=REPO_DIR, env=measure.ansible_env(), timeout=1800,
+                         check=False)
+    return "" if run.returncode == 0 else f"'python -m lab up --kind compose' failed: {run.stderr.strip()[-500:]}"
+
+
+@pytest.fixture(scope="session")
+def compose_inventory(compose_lab: str) -> DrillInventory:
+    """inventories/lab-compose, rendered (once per session); the compose lab must be up."""
+    if compose_lab:
+        pytest.skip(f"the compose lab cannot run here: {compose_lab}")
+    try:
+        return measure.load_inventory(COMPOSE_INVENTORY)
+    except NotDrillable as err:
+        pytest.fail(f"not drillable: {err}", pytrace=False)
+
+
+def deployment_of(inv: DrillInventory) -> str:
+    """What the report calls the inventory's deployment: ``compose`` (containers), ``multihost``
+    (processes on several hosts) or ``process`` (processes on this host)."""
+    if inv.any_var("lifeboat_deployment") == "compose":
+        return "compose"
+    over_ssh = any(values.get("ansible_connection") in ("ssh", "smart") for values in inv.hosts.values())
+    return "multihost" if over_ssh else "process"
+
+
 @pytest.fixture
 def drill_record(request: pytest.FixtureRequest) -> DrillRecord:
     """The test fills this record; the report hooks and the history read it."""
@@ -248,6 +293,7 @@ def pytest_html_results_table_header(cells: list) -> None:
     cells.insert(5, "<th>RPO measured / target</th>")
     cells.insert(6, "<th>Data equal</th>")
     cells.insert(7, "<th>Fault mode</th>")
+    cells.insert(8, "<th>Deployment</th>")
 
 
 def pytest_html_results_summary(prefix: list, summary: list, postfix: list, session: pytest.Session) -> None:
@@ -266,14 +312,15 @@ def pytest_html_results_summary(prefix: list, summary: list, postfix: list, sess
 def pytest_html_results_table_row(report, cells: list) -> None:
     record: DrillRecord | None = getattr(report, "drill_record", None)
     if record is None:
-        values = ["", "", "", "", "", ""]
+        values = ["", "", "", "", "", "", ""]
     else:
         equal = {True: "yes", False: "NO", None: "—"}[record.data_equal]
         scenario = record.scenario + (f"<br><small>MySQL base: {html.escape(record.mysql_base)}</small>"
                                       if record.variant_of else "")
         values = [scenario, record.severity, f"{fmt_s(record.rto_s)} / {record.rto_target_s:.0f} s",
                   f"{fmt_s(record.rpo_s)} / {record.rpo_target_s:.0f} s<br><small>"
-                  f"{html.escape(record.rpo_explanation())}</small>", equal, html.escape(record.fault_mode)]
+                  f"{html.escape(record.rpo_explanation())}</small>", equal, html.escape(record.fault_mode),
+                  html.escape(record.deployment)]
     for offset, value in enumerate(values):
         cells.insert(2 + offset, f"<td>{value}</td>")
 

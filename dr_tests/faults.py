@@ -7,7 +7,10 @@ a drill never "recovers" from a fault that did nothing), ``heal()`` (optional: t
 for faults that last a set time, e.g. a partition) and ``cleanup()`` (undo anything that
 would keep the lab broken after a failed drill; safe to call twice). Processes are
 found by the TCP port they listen on (``ss -ltnp``), so other labs on this machine are
-never touched.
+never touched. On a Compose deployment (``lifeboat_deployment: compose``) the same faults are
+done to the project's containers through the Docker API (dr_tests/containers.py): a crash is a
+SIGKILL of the container, a partition a disconnect from the project network, and data damage
+happens in the volumes' host folders the inventory names.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from dr_tests import containers
 from dr_tests.measure import SERVICES, DrillInventory, NotDrillable, listener_pid
 
 
@@ -33,6 +37,7 @@ class Fault:
     def __init__(self, inv: DrillInventory, **params) -> None:
         self.inv = inv
         self.params = params
+        self.compose = containers.is_compose(inv)
 
     def host(self, group: str):
         return self.inv.testinfra_host(self.inv.host_of(group))
@@ -51,6 +56,13 @@ class Fault:
             time.sleep(0.05)
         return pid
 
+    def crash(self, service: str) -> str:
+        """Crash ``service`` the way its deployment crashes: ``kill -9`` of the process listening on its
+        port, or SIGKILL of its container through the Docker API; a description for the report."""
+        if self.compose:
+            return f"SIGKILL container {containers.kill(self.inv, service)} (Docker API)"
+        return f"kill -9 {service} (pid {self.kill9(service)})"
+
     def inject(self) -> str:
         raise NotImplementedError
 
@@ -60,6 +72,9 @@ class Fault:
 
     def service_down_problems(self, *services: str) -> list[str]:
         """``service still listens on port N`` for each of ``services`` that is still up."""
+        if self.compose:
+            return [f"container of {service} still runs" for service in services
+                    if containers.is_running(self.inv, service)]
         problems = []
         for service in services:
             group, port_of = SERVICES[service]
@@ -80,12 +95,12 @@ class Fault:
 
 
 class KillApp(Fault):
-    """kill -9 the application process (a crashed container)."""
+    """kill -9 the application process (a crashed container); on Compose, SIGKILL the app's container."""
 
     name = "kill_app"
 
     def inject(self) -> str:
-        return f"kill -9 app (pid {self.kill9('app')})"
+        return self.crash("app")
 
     def verify_effect(self) -> None:
         self.require(self.service_down_problems("app"))
@@ -102,6 +117,7 @@ class CorruptMysqlDatadir(Fault):
     name = "corrupt_mysql_datadir"
     PAGE = 16384
     datadir: Path | None = None  # set by inject()
+    injected_at = 0.0
     damaged: list[str] = []  # files whose pages were overwritten and read back changed
 
     def damage(self, path: Path, offsets: list[int]) -> bool:
@@ -142,9 +158,10 @@ class CorruptMysqlDatadir(Fault):
             raise FaultHadNoEffect(
                 f"corrupt_mysql_datadir damaged {len(damaged)} files in {datadir} ({', '.join(damaged) or 'none'}): "
                 "no ibdata1 / demo/*.ibd there -- lifeboat_mysql_datadir must be the live server's datadir")
-        pid = self.kill9("mysql")
+        self.injected_at = time.time()
+        crashed = self.crash("mysql")
         self.datadir = datadir
-        return f"random bytes over {len(damaged)} InnoDB files ({', '.join(damaged[:4])}...), kill -9 mariadbd ({pid})"
+        return f"random bytes over {len(damaged)} InnoDB files ({', '.join(damaged[:4])}...), {crashed}"
 
     def verify_effect(self) -> None:
         problems = self.service_down_problems("mysql")
@@ -154,9 +171,21 @@ class CorruptMysqlDatadir(Fault):
 
     def cleanup(self) -> None:
         """If recovery did not bring a server back, move the damaged datadir aside (kept as
-        ``<datadir>.drill-broken-<time>``) so that ``lab up`` initialises and seeds a fresh one."""
+        ``<datadir>.drill-broken-<time>``; on Compose its content, into
+        ``<lifeboat_state_dir>/drill-broken/mysql-<time>``: the volume's folder itself must stay)
+        so that ``lab up`` initialises and seeds a fresh one. On Compose the volumes the drill's
+        recovery kept aside (``<volume>-lifeboat-kept-*``, the damaged data) are removed, so
+        drills do not fill the disk."""
         datadir = self.datadir
         if datadir is None or not datadir.exists():
+            return
+        if self.compose:
+            containers.remove_kept_volumes(self.inv, since=self.injected_at)
+            if not containers.is_running(self.inv, "mysql"):
+                aside = Path(str(self.inv.any_var("lifeboat_state_dir"))) / "drill-broken" / f"mysql-{int(time.time())}"
+                aside.mkdir(parents=True)
+                for entry in datadir.iterdir():
+                    entry.rename(aside / entry.name)
             return
         if listener_pid(self.host("mysql"), int(self.inv.var("mysql", "lifeboat_mysql_port"))) is None:
             datadir.rename(datadir.with_name(f"{datadir.name}.drill-broken-{int(time.time())}"))
@@ -207,6 +236,9 @@ class WipeEverything(Fault):
     name = "wipe_everything"
 
     def inject(self) -> str:
+        if self.compose:
+            raise NotDrillable("wipe_everything on a Compose deployment is not drilled yet: it must remove the "
+                               "project's containers and volumes and rebuild from the store alone (issue #19)")
         killed = [f"{service} ({self.kill9(service)})" for service in ("app", "vault", "redis", "mysql")]
         folders = self.folders()
         for group, folder in folders:
@@ -240,8 +272,11 @@ class PartitionDb(Fault):
     this machine, then up again after ``duration_s``. The host's own sshd is behind that
     link, so the link is switched from the controller, never over SSH; a detached
     ``sleep; ip link set VETH up`` (``duration_s`` + :attr:`BACKSTOP_S`) heals it even if the
-    harness dies. Otherwise (single-host lab) emulated: SIGSTOP mariadbd -- a hung peer,
-    which is what a partition looks like to its clients -- then SIGCONT. :attr:`mode` says which.
+    harness dies. On a Compose deployment: the database container is disconnected from the
+    project network (it keeps running) and reconnected at its old address after ``duration_s``,
+    with the same kind of detached backstop. Otherwise (single-host lab) emulated: SIGSTOP
+    mariadbd -- a hung peer, which is what a partition looks like to its clients -- then SIGCONT.
+    :attr:`mode` says which.
     """
 
     name = "partition_db"
@@ -253,13 +288,19 @@ class PartitionDb(Fault):
         self.veth = inv.var("mysql", "lifeboat_drill_veth")
         self.pid: int | None = None
         self.started = 0.0
+        self.detached: tuple[str, str, str] | None = None  # (container, network, address) on Compose
 
     @property
     def mode(self) -> str:
+        if self.compose:
+            return "container disconnected from the project network (Docker API)"
         return f"veth down ({self.veth})" if self.veth else "emulated: SIGSTOP"
 
     def inject(self) -> str:
-        if self.veth:
+        if self.compose:
+            self.detached = containers.disconnect(self.inv, "mysql")
+            containers.start_backstop_reconnect(self.inv, *self.detached, after_s=self.duration_s + self.BACKSTOP_S)
+        elif self.veth:
             require_lab_veth(str(self.veth))
             ip_link_set(str(self.veth), "down")
             start_backstop_healer(str(self.veth), self.duration_s + self.BACKSTOP_S)
@@ -273,7 +314,14 @@ class PartitionDb(Fault):
         return f"partition of the database for {self.duration_s:.0f} s ({self.mode})"
 
     def verify_effect(self) -> None:
-        if self.veth:
+        if self.detached:
+            name, network, ip = self.detached
+            problems = [f"container {name} is still on network {network}"] if containers.attached(
+                self.inv, name, network) else []
+            if containers.answers(ip, int(self.inv.var("mysql", "lifeboat_mysql_port")), timeout_s=1.0):
+                problems.append(f"{ip} still accepts connections")
+            self.require(problems)
+        elif self.veth:
             shown = subprocess.run(["ip", "-j", "link", "show", str(self.veth)], capture_output=True, text=True,
                                    check=False)
             flags = json.loads(shown.stdout)[0].get("flags", []) if shown.returncode == 0 and shown.stdout else []
@@ -285,10 +333,13 @@ class PartitionDb(Fault):
     def heal(self) -> str:
         time.sleep(max(0.0, self.started + self.duration_s - time.time()))
         self.cleanup()
-        return f"connectivity restored ({f'ip link set {self.veth} up' if self.veth else 'SIGCONT'})"
+        how = ("network connect" if self.detached else f"ip link set {self.veth} up" if self.veth else "SIGCONT")
+        return f"connectivity restored ({how})"
 
     def cleanup(self) -> None:
-        if self.veth:
+        if self.detached:
+            containers.connect(self.inv, *self.detached)
+        elif self.veth:
             ip_link_set(str(self.veth), "up", check=False)
         elif self.pid is not None:
             self.host("mysql").run(f"kill -CONT {self.pid}")

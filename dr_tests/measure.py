@@ -194,7 +194,12 @@ SERVICES = {  # service -> (inventory group, port getter)
 
 
 def service_problem(inv: DrillInventory, service: str) -> str | None:
-    """Why ``service`` is not steady (nothing listens on its port of its host), or None."""
+    """Why ``service`` is not steady (nothing listens on its port of its host; on a Compose
+    deployment: its container does not run or its address refuses connections), or None."""
+    from dr_tests import containers
+
+    if containers.is_compose(inv):
+        return containers.service_problem(inv, service)
     group, port_of = SERVICES[service]
     port = port_of(inv)
     if listener(inv.testinfra_host(inv.host_of(group)), port) is None:

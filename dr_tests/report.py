@@ -44,6 +44,7 @@ class DrillRecord:
     message: str = ""
     mysql_base: str = "logical"
     variant_of: str | None = None
+    deployment: str = "process"
 
     def slowest_step(self) -> Step | None:
         recovery = [s for s in self.steps if s.kind in ("recovery", "fault")] or self.steps
@@ -57,7 +58,7 @@ class DrillRecord:
                 "data_equal": self.data_equal, "outcome": self.outcome, "fault_mode": self.fault_mode,
                 "backup_id": self.backup_id, "backup_at": iso(self.backup_at), "fault_at": iso(self.fault_at),
                 "newest_recovered_at": iso(self.newest_recovered_at), "rpo_basis": self.rpo_basis,
-                "mysql_base": self.mysql_base, "variant_of": self.variant_of}
+                "mysql_base": self.mysql_base, "variant_of": self.variant_of, "deployment": self.deployment}
 
     def rpo_explanation(self) -> str:
         """How the RPO was obtained: fault time, newest recovered write (and from what), backup time."""

@@ -28,7 +28,14 @@ import pytest
 
 from dr_tests import measure
 from dr_tests.canary import CanaryWriter, check_canaries, coverage_problem, read_canaries
-from dr_tests.conftest import MULTIHOST_INVENTORY, bring_lab_back, load_scenarios, multihost_unavailable_reason
+from dr_tests.conftest import (
+    COMPOSE_INVENTORY,
+    MULTIHOST_INVENTORY,
+    bring_lab_back,
+    deployment_of,
+    load_scenarios,
+    multihost_unavailable_reason,
+)
 from dr_tests.conftest import lab_command as conftest_lab_command
 from dr_tests.faults import FaultHadNoEffect, PartitionDb, make_fault
 from dr_tests.measure import DrillInventory, NotDrillable, PlaybookFailed, Step
@@ -51,20 +58,31 @@ def scenario_params():
 @pytest.fixture
 def inventory(drill_inventory: DrillInventory, scenario: dict, pytestconfig: pytest.Config,
               request: pytest.FixtureRequest, drill_record: DrillRecord) -> DrillInventory:
-    """The inventory the scenario is drilled on.
+    """The inventory the scenario is drilled on (its deployment is recorded for the report).
 
     A scenario declaring ``inventory: lab-multihost`` runs on the multi-host lab -- brought
-    up for it by the session fixture ``multihost_lab`` -- unless ``--inventory`` was given
-    (then everything runs on that one). When the multi-host lab cannot run here (not root,
-    no ``ip netns``) the scenario falls back to the session inventory, and the report's
-    fault mode says so (e.g. the partition is then emulated with SIGSTOP).
+    up for it by the session fixture ``multihost_lab`` -- and ``inventory: lab-compose`` on
+    the compose lab (fixture ``compose_lab``), unless ``--inventory`` was given (then
+    everything runs on that one). When the multi-host lab cannot run here (not root, no
+    ``ip netns``) the scenario falls back to the session inventory, and the report's fault
+    mode says so (e.g. the partition is then emulated with SIGSTOP); a compose scenario has no
+    fallback (skipped, naming why).
     """
+    chosen = choose_inventory(drill_inventory, scenario, pytestconfig, request, drill_record)
+    drill_record.deployment = deployment_of(chosen)
+    return chosen
+
+
+def choose_inventory(drill_inventory: DrillInventory, scenario: dict, pytestconfig: pytest.Config,
+                     request: pytest.FixtureRequest, drill_record: DrillRecord) -> DrillInventory:
     wanted = scenario.get("inventory") or scenario.get("prefer_inventory")
     if not wanted or pytestconfig.getoption("--inventory"):
         return drill_inventory
+    if wanted == COMPOSE_INVENTORY.name:
+        return request.getfixturevalue("compose_inventory")
     if wanted != MULTIHOST_INVENTORY.name:
-        pytest.fail(f"scenario {scenario['id']}: unknown inventory {wanted!r} -- use {MULTIHOST_INVENTORY.name}",
-                    pytrace=False)
+        pytest.fail(f"scenario {scenario['id']}: unknown inventory {wanted!r} -- use {MULTIHOST_INVENTORY.name} "
+                    f"or {COMPOSE_INVENTORY.name}", pytrace=False)
     lab = request.getfixturevalue("multihost_lab")
     if not lab.available:
         drill_record.fault_mode = f"multi-host lab unavailable: {lab.reason}; fell back to {drill_inventory.path.name}"
@@ -154,7 +172,8 @@ def target_failures(record: DrillRecord) -> list[str]:
 def sigstop_refusal(fault) -> str | None:
     """Why the SIGSTOP emulation of a partition may not run here (None when it may): as root in
     CI (``CI=true``), where network namespaces are possible, only a real link cut counts."""
-    if not isinstance(fault, PartitionDb) or fault.veth or os.environ.get("CI", "").lower() != "true":
+    if (not isinstance(fault, PartitionDb) or fault.veth or fault.compose
+            or os.environ.get("CI", "").lower() != "true"):
         return None
     if multihost_unavailable_reason():
         return None
@@ -233,10 +252,12 @@ def test_drill(scenario: dict, inventory: DrillInventory, steady_lab: list, dril
         record.steps.append(step)
         record.promise_at = step.start if scenario.get("promise") == "backup" else None
     record.backup_id = backup_id
+    # the store the backup went to: the scenario's inventory's (the session's drill_store holds the history)
+    set_store = Path(backup_path) if backup_path else Path(str(inventory.var("backup_store", "lifeboat_store")))
     if backup_id and scenario.get("backup"):
-        backup_points = read_backup_point(record, Path(backup_path) if backup_path else drill_store, backup_id)
+        backup_points = read_backup_point(record, set_store, backup_id)
     if backup_id and record.mysql_base != "logical":
-        require_mysql_base(record, Path(backup_path) if backup_path else drill_store, backup_id)
+        require_mysql_base(record, set_store, backup_id)
         steady_lab.insert(0, kept_datadir_cleanup(inventory))
         if scenario.get("promise") == "backup" and record.promise_at is None:
             record.promise_at = record.backup_at  # --backup-id: the set's own capture point
