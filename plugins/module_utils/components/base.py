@@ -17,6 +17,7 @@ component   engine                                         its code (``component
 ``redis``   ``components.redis.engine.RedisEngine``         engine, rdb, conn
 ``vault``   ``components.vault.engine.VaultEngine``         engine, conn
 ``app``     ``components.files.engine.FilesEngine``         engine
+``compose`` ``components.compose.engine.ComposeEngine``     engine (a Compose project's files)
 ==========  =============================================  ====================================
 
 :func:`get_engine` looks an engine up by component name (the engine module is imported
@@ -60,6 +61,7 @@ ENGINE_MODULES = {
     "redis": "ansible_collections.lifeboat.dr.plugins.module_utils.components.redis.engine",
     "vault": "ansible_collections.lifeboat.dr.plugins.module_utils.components.vault.engine",
     "app": "ansible_collections.lifeboat.dr.plugins.module_utils.components.files.engine",
+    "compose": "ansible_collections.lifeboat.dr.plugins.module_utils.components.compose.engine",
 }
 r"""Component name -> the module that defines and :func:`register`\ s that component's engine.
 

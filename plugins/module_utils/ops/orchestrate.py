@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from ansible_collections.lifeboat.dr.plugins.module_utils.store import oplog
 from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import SetInfo, Store
 from ansible_collections.lifeboat.dr.plugins.module_utils.store.ids import (
+    KNOWN_COMPONENTS,
     METADATA_COMPONENT,
     SET_STATE_FILE,
-    STANDARD_COMPONENTS,
     STATE_DIR,
     VERIFICATION_DIR,
     format_time,
@@ -63,7 +63,7 @@ PURPOSE_PRE_RESTORE = "pre-restore"
 CAPTURE_KEY = "lifeboat_capture"
 
 
-def parse_components(value: Any, allowed: tuple[str, ...] = STANDARD_COMPONENTS) -> list[str]:
+def parse_components(value: Any, allowed: tuple[str, ...] = KNOWN_COMPONENTS) -> list[str]:
     """``"mysql, redis"`` or ``["mysql", "redis"]`` -> ``["mysql", "redis"]`` (order of ``allowed``,
     duplicates dropped). :class:`ConfigError` for an empty list or an unknown name."""
     items = value.split(",") if isinstance(value, str) else list(value or [])

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.base import check as _check
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.base import get_engine, verify_component
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.compose import engine as compose_engine
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.files import engine as files_engine
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import engine as mysql_engine
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.redis import engine as redis_engine
@@ -48,7 +49,7 @@ log = get_logger("verify")
 
 #: Every engine, imported by name so that Ansible's packager ships them with backup_verify
 #: (the registry alone imports them by string, which the packager cannot see).
-ENGINES = (mysql_engine.ENGINE, redis_engine.ENGINE, vault_engine.ENGINE, files_engine.ENGINE)
+ENGINES = (mysql_engine.ENGINE, redis_engine.ENGINE, vault_engine.ENGINE, files_engine.ENGINE, compose_engine.ENGINE)
 verify_mysql_dump = mysql_engine.verify_mysql_dump  # where callers found them before the engine interface
 verify_mysql_scratch = mysql_engine.verify_mysql_scratch
 

@@ -22,10 +22,16 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import (
     get_logger,
 )
 
-SET_TYPES = ("full", "mysql", "redis", "vault", "app", "binlog")
+SET_TYPES = ("full", "mysql", "redis", "vault", "app", "binlog", "compose")
 
 
 STANDARD_COMPONENTS = ("mysql", "redis", "vault", "app")
+"""The stack's data components: what a full backup holds and what health reports expect."""
+
+OPTIONAL_COMPONENTS = ("compose",)
+"""Components a set may hold besides the data: ``compose``, a Compose project's definition."""
+
+KNOWN_COMPONENTS = STANDARD_COMPONENTS + OPTIONAL_COMPONENTS
 
 
 METADATA_COMPONENT = "metadata"

@@ -7,6 +7,7 @@ labels) and leaving every service healthy.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -32,7 +33,8 @@ def compose_playbook(layout, name: str, *extra: str, timeout: int = 600) -> subp
     return proc
 
 
-def test_backup_verify_and_restore_playbooks_bring_back_every_service_of_the_project(compose_lab, docker_client):
+def test_backup_verify_and_restore_playbooks_bring_back_every_service_of_the_project(compose_lab, docker_client,
+                                                                                   tmp_path):
     env = compose_lab_module.env(compose_lab.state_dir)
     store = Store(env["LAB_STORE"])
     expected = stack_state(env)
@@ -42,10 +44,13 @@ def test_backup_verify_and_restore_playbooks_bring_back_every_service_of_the_pro
     compose_playbook(compose_lab, "backup")
     [set_id] = [s.set_id for s in store.list_sets() if s.set_id not in before]
     manifest = store.open_set(set_id).manifest
-    assert manifest["type"] == "full" and sorted(manifest["components"]) == ["app", "mysql", "redis", "vault"]
+    assert manifest["type"] == "full"
+    assert sorted(manifest["components"]) == ["app", "compose", "mysql", "redis", "vault"], \
+        "a full backup on a Compose deployment also holds the project's definition"
 
     verified = compose_playbook(compose_lab, "verify", "-e", "mode=full", "-e", f"backup_id={set_id}")
     assert '"result": "VERIFIED"' in verified.stdout
+    assert_the_project_files_come_back_from_the_set(compose_lab, set_id, tmp_path / "project")
 
     wipe_every_component(env)
     assert stack_state(env) != expected
@@ -62,6 +67,32 @@ def test_backup_verify_and_restore_playbooks_bring_back_every_service_of_the_pro
         "the app container was stopped and started again through the Docker API"
     for service in compose_lab_module.SERVICES.values():
         compose_lab_module.wait_healthy(compose_lab, service, timeout_s=60)
+
+
+def assert_the_project_files_come_back_from_the_set(layout, set_id: str, dest: Path) -> None:
+    """compose_project.yml writes the compose file, the secret files (0600, same bytes) and the image
+    references of the set into a new folder; the variables given only in the shell are listed."""
+    shown = compose_playbook(layout, "compose_project", "-e", f"dest={dest}", "-e", f"backup_id={set_id}")
+    assert (dest / "compose.yml").read_bytes() == compose_lab_module.COMPOSE_FILE.read_bytes()
+    secrets_dir = layout.secrets_dir
+    for name in ("mysql_init.sql", "redis_password"):
+        restored = dest / "outside" / (secrets_dir / name).relative_to("/")
+        assert restored.read_bytes() == (secrets_dir / name).read_bytes()
+        assert restored.stat().st_mode & 0o777 == 0o600
+    project = json.loads((dest / "lifeboat-project.json").read_text())
+    assert project["project"] == layout.project
+    assert sorted(i["service"] for i in project["images"]) == sorted(compose_lab_module.SERVICES.values())
+    assert all(i["image_id"] and i["image"].startswith("localhost/lifeboat-lab:") for i in project["images"])
+    assert project["variables"]["LAB_SUBNET"] is False, "given in the shell at up time: no file defines it"
+    assert "LAB_SUBNET" in shown.stdout
+
+    refused = subprocess.run(["ansible-playbook", "-i", str(INVENTORY), "playbooks/compose_project.yml",
+                              "-e", f"dest={dest}"], cwd=REPO, capture_output=True, text=True, check=False,
+                             env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+                                      LAB_COMPOSE_STATE_DIR=str(layout.state_dir),
+                                      PATH=f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}"))
+    assert refused.returncode != 0 and "exists and is not an empty folder" in refused.stdout
+    assert (dest / "compose.yml").read_bytes() == compose_lab_module.COMPOSE_FILE.read_bytes(), "nothing overwritten"
 
 
 def test_pitr_playbook_recovers_the_latest_write_by_client_replay_since_the_server_is_in_a_container(compose_lab):

@@ -35,7 +35,7 @@ def files_set(tmp_path: Path) -> tuple[Store, KeyRing, str]:
 
 
 def test_every_component_has_one_engine_implementing_the_interface():
-    assert set(components.components()) == {"mysql", "redis", "vault", "app"}
+    assert set(components.components()) == {"mysql", "redis", "vault", "app", "compose"}
     for name in components.components():
         engine = components.get_engine(name)
         assert isinstance(engine, components.ComponentEngine), name
@@ -50,7 +50,7 @@ def test_an_unknown_component_is_a_config_error_naming_the_known_ones():
     assert "postgres" in err.value.message and "mysql, redis, vault, app" in err.value.hint
 
 
-@pytest.mark.parametrize("component", ["mysql", "redis", "vault", "app"])
+@pytest.mark.parametrize("component", ["mysql", "redis", "vault", "app", "compose"])
 def test_open_set_in_an_empty_store_names_the_backup_module_to_run(tmp_path, component):
     with pytest.raises(NotFound) as err:
         components.open_set(Store(tmp_path / "store"), component, "latest")
