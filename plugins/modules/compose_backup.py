@@ -76,7 +76,7 @@ project:
   type: str
   sample: shop
 files:
-  description: How many files were stored (check mode - the files, as C(role: path)).
+  description: How many files were stored (in check mode, the list of files it would store, each as role and path).
   returned: always
   type: raw
   sample: 6

@@ -35,7 +35,7 @@ options:
       - Only list sets of these types.
     type: list
     elements: str
-    choices: [full, mysql, redis, vault, app, binlog]
+    choices: [full, mysql, redis, vault, app, binlog, compose]
 extends_documentation_fragment:
   - lifeboat.dr.attributes
 attributes:

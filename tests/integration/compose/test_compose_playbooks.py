@@ -33,8 +33,8 @@ def compose_playbook(layout, name: str, *extra: str, timeout: int = 600) -> subp
     return proc
 
 
-def test_backup_verify_and_restore_playbooks_bring_back_every_service_of_the_project(compose_lab, docker_client,
-                                                                                   tmp_path):
+def test_backup_verify_and_restore_playbooks_bring_back_every_service_of_the_project(
+        compose_lab, docker_client, tmp_path):
     env = compose_lab_module.env(compose_lab.state_dir)
     store = Store(env["LAB_STORE"])
     expected = stack_state(env)
