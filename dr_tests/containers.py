@@ -127,27 +127,31 @@ def service_problem(inv: DrillInventory, component: str) -> str | None:
     return None
 
 
-def network_name(inv: DrillInventory, found: Any) -> tuple[str, str]:
-    """``(network, IPv4 address)`` of the container on its project network (the one it is reached on)."""
+def network_name(inv: DrillInventory, found: Any) -> tuple[str, str, str]:
+    """``(network, IPv4 address, MAC address)`` of the container on its project network (the one it
+    is reached on)."""
     host, _ = address(inv, "mysql")
     for name, settings in ((found.attrs.get("NetworkSettings") or {}).get("Networks") or {}).items():
         if settings.get("IPAddress") == host:
-            return name, host
+            return name, host, str(settings.get("MacAddress") or "")
     raise NotDrillable(f"container {found.name} has no address {host} on any network -- is it already cut off?")
 
 
-def disconnect(inv: DrillInventory, component: str) -> tuple[str, str, str]:
+def disconnect(inv: DrillInventory, component: str) -> tuple[str, str, str, str]:
     """Take ``component``'s container off its project network (the container keeps running);
-    ``(container, network, address)`` to reconnect it with."""
+    ``(container, network, IPv4 address, MAC address)`` to reconnect it with."""
     docker_client = client(inv)
     found = container(inv, component, docker_client)
-    network, ip = network_name(inv, found)
+    network, ip, mac = network_name(inv, found)
     docker_client.networks.get(network).disconnect(found.name)
-    return found.name, network, ip
+    return found.name, network, ip, mac
 
 
-def connect(inv: DrillInventory, name: str, network: str, ip: str) -> None:
-    """Put container ``name`` back on ``network`` at its old address ``ip`` (nothing when it is there)."""
+def connect(inv: DrillInventory, name: str, network: str, ip: str, mac: str) -> None:
+    """Put container ``name`` back on ``network`` at its old addresses (nothing when it is there).
+
+    The old MAC address too: with a new one, the host and the other containers would keep sending
+    to the old one until their neighbour entries time out (~30 s more of "partition")."""
     import docker
 
     docker_client = client(inv)
@@ -155,7 +159,7 @@ def connect(inv: DrillInventory, name: str, network: str, ip: str) -> None:
     if network in ((found.attrs.get("NetworkSettings") or {}).get("Networks") or {}):
         return
     try:
-        docker_client.networks.get(network).connect(name, ipv4_address=ip)
+        docker_client.networks.get(network).connect(name, ipv4_address=ip, mac_address=mac or None)
     except docker.errors.APIError as err:
         if "already" not in str(err).lower():
             raise
@@ -167,15 +171,16 @@ def attached(inv: DrillInventory, name: str, network: str) -> bool:
     return network in ((found.attrs.get("NetworkSettings") or {}).get("Networks") or {})
 
 
-def start_backstop_reconnect(inv: DrillInventory, name: str, network: str, ip: str, after_s: float) -> None:
+def start_backstop_reconnect(inv: DrillInventory, name: str, network: str, ip: str, mac: str,
+                             after_s: float) -> None:
     """A detached process that reconnects the container after ``after_s`` seconds even if the harness
     dies (the disconnect must never outlive the drill)."""
     code = ("import sys, time, docker; time.sleep(float(sys.argv[1])); c = docker.DockerClient(base_url=sys.argv[2]);"
             "n = c.networks.get(sys.argv[4]);"
             "nets = c.containers.get(sys.argv[3]).attrs['NetworkSettings']['Networks'];"
-            "sys.argv[4] in nets or n.connect(sys.argv[3], ipv4_address=sys.argv[5])")
+            "sys.argv[4] in nets or n.connect(sys.argv[3], ipv4_address=sys.argv[5], mac_address=sys.argv[6] or None)")
     subprocess.Popen([sys.executable, "-c", code, f"{after_s:.0f}", str(inv.any_var("lifeboat_docker_host")),
-                      name, network, ip], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                      name, network, ip, mac], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, start_new_session=True)
 
 

@@ -288,7 +288,7 @@ class PartitionDb(Fault):
         self.veth = inv.var("mysql", "lifeboat_drill_veth")
         self.pid: int | None = None
         self.started = 0.0
-        self.detached: tuple[str, str, str] | None = None  # (container, network, address) on Compose
+        self.detached: tuple[str, str, str, str] | None = None  # (container, network, IP, MAC) on Compose
 
     @property
     def mode(self) -> str:
@@ -315,7 +315,7 @@ class PartitionDb(Fault):
 
     def verify_effect(self) -> None:
         if self.detached:
-            name, network, ip = self.detached
+            name, network, ip, _mac = self.detached
             problems = [f"container {name} is still on network {network}"] if containers.attached(
                 self.inv, name, network) else []
             if containers.answers(ip, int(self.inv.var("mysql", "lifeboat_mysql_port")), timeout_s=1.0):

@@ -371,7 +371,24 @@ def ensure_bridge_address(layout: ComposeLayout) -> None:
                if a.get("family") == "inet"}
     if cidr not in present:
         ip("addr", "add", cidr, "dev", bridge)
+    pin_bridge_mac(bridge)
     ip("link", "set", bridge, "up")
+
+
+def pin_bridge_mac(bridge: str) -> None:
+    """Make the bridge keep its MAC address (set it to its current one, once).
+
+    A Linux bridge whose address was never set takes the lowest MAC of its ports, so a container
+    leaving or joining the network (a restart, a network disconnect) can change the host's MAC
+    on the subnet; every container still holding the old one in its neighbour cache then drops
+    the host's traffic until that entry times out (~30 s: seen as a partition drill whose
+    reconnected server stayed unreachable). An address set explicitly is kept
+    (``addr_assign_type`` 3, as ``docker0`` does)."""
+    assign = Path(f"/sys/class/net/{bridge}/addr_assign_type")
+    if assign.exists() and assign.read_text().strip() == "3":
+        return
+    mac = Path(f"/sys/class/net/{bridge}/address").read_text().strip()
+    ip("link", "set", "dev", bridge, "address", mac)
 
 
 # --- the API service ------------------------------------------------------------------------

@@ -83,6 +83,25 @@ def test_the_project_network_is_internal_on_the_labs_subnet_and_guarded(compose_
         assert not any(container.attrs["NetworkSettings"]["Ports"] or {}), f"{container.name} publishes a port"
 
 
+def test_the_hosts_mac_on_the_subnet_does_not_change_when_a_container_leaves_and_rejoins(compose_lab, docker_client):
+    """The bridge's address is pinned: with a bridge following its ports' lowest MAC, a container's
+    restart could change it and the others would drop the host's traffic for ~30 s."""
+    bridge = compose_lab_module.bridge_name(compose_lab)
+    assert Path(f"/sys/class/net/{bridge}/addr_assign_type").read_text().strip() == "3", "set, not derived"
+    before = Path(f"/sys/class/net/{bridge}/address").read_text()
+    network = docker_client.networks.get(compose_lab.network_name)
+    db = docker_client.containers.get(compose_lab_module.container_name(compose_lab, "db"))
+    mac = db.attrs["NetworkSettings"]["Networks"][compose_lab.network_name]["MacAddress"]
+    network.disconnect(db.name)
+    try:
+        assert Path(f"/sys/class/net/{bridge}/address").read_text() == before
+    finally:  # its old MAC too, or the host's neighbour entry would be wrong for ~30 s
+        network.connect(db.name, ipv4_address=compose_lab.host_for("mysql"), mac_address=mac)
+    assert Path(f"/sys/class/net/{bridge}/address").read_text() == before
+    from ansible_collections.lifeboat.dr.plugins.module_utils.util.service import wait_for_port
+    assert wait_for_port(compose_lab.host_for("mysql"), compose_lab.port("mysql"), 10) < 10
+
+
 def test_containers_have_no_route_off_the_subnet(compose_lab, docker_client):
     name = compose_lab_module.container_name(compose_lab, "app")
     routes = docker_client.containers.get(name).exec_run(["ip", "route"]).output.decode()

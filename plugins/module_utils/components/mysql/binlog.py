@@ -353,7 +353,7 @@ def detect_new_generation(gen: dict[str, Any], present: list[tuple[str, int]], c
     names do not go beyond the archived ones, the names restarted.
     """
     if not gen["files"]:
-        return None
+        return _restarted_before_the_branch(gen, present)
     archived = {e["file"] for e in gen["files"]}
     common = [(n, s) for n, s in present if n in archived]
     if common:
@@ -370,6 +370,21 @@ def detect_new_generation(gen: dict[str, Any], present: list[tuple[str, int]], c
     last = gen["files"][-1]["file"]
     if present and binlog_sequence(present[-1][0]) <= binlog_sequence(last):
         return f"the server's binlog names restarted ({present[-1][0]} is not after the archived {last})"
+    return None
+
+
+def _restarted_before_the_branch(gen: dict[str, Any], present: list[tuple[str, int]]) -> Optional[str]:
+    """For a generation with nothing archived yet (just begun by a PITR or restore, which recorded the
+    server's binlog after it as ``first_file``): why the server's binlogs cannot be its continuation
+    (None if they may be). A server whose newest file comes before ``first_file`` has started a
+    history of its own since (re-initialised, or a new container volume): its files must neither be
+    archived as, nor replayed as, the continuation of the old history."""
+    first = gen.get("first_file")
+    if not present or not first:
+        return None
+    if binlog_sequence(present[-1][0]) < binlog_sequence(first):
+        return (f"the server's newest binlog {present[-1][0]} comes before {first}, where generation "
+                f"{gen.get('generation', '?')} begins: binlog history restarted (a new server)")
     return None
 
 

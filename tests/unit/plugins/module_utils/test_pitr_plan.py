@@ -61,6 +61,23 @@ def test_new_generation_when_a_name_starts_differently_or_names_restart():
     assert "restarted" in bl.detect_new_generation(gen3, [("b.000001", 5)], set(), lambda n: same)
 
 
+def test_a_generation_begun_by_a_pitr_is_not_continued_by_a_server_whose_history_restarted():
+    """A PITR flushed the logs and began generation 5 at b.000004 (its first_file); nothing was archived
+    since; then the server was re-initialised (a new container volume): its newest file is older."""
+    gen = {"generation": 5, "files": [], "first_file": "b.000004",
+           "branch": {"parent_generation": 4, "file": "b.000002", "position": 1396202, "by": "PITR"}}
+    same = be.FileSummary("b.000004", fde_time=20, gtid_list="")
+    assert bl.detect_new_generation(gen, [("b.000003", 9), ("b.000004", 50)], {"b.000003"},
+                                    lambda n: same) is None, "it continued"
+    assert bl.detect_new_generation(gen, [("b.000004", 9), ("b.000005", 5)], {"b.000004"},
+                                    lambda n: same) is None, "it continued in the next file"
+    older = bl.detect_new_generation(gen, [("b.000001", 900), ("b.000002", 342)], {"b.000001"}, lambda n: same)
+    assert "newest binlog b.000002 comes before b.000004, where generation 5 begins" in older
+    assert "restarted" in older
+    assert bl.detect_new_generation({"files": []}, [("b.000001", 5)], set(), lambda n: same) is None, \
+        "generation 1 before its first archive run: any history is its own"
+
+
 def test_gtid_state_comparison_is_per_domain():
     assert pitr._gtid_in_state("0-1-5", "0-1-9,1-2-3")
     assert not pitr._gtid_in_state("0-1-10", "0-1-9")
