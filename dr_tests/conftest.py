@@ -239,21 +239,26 @@ def compose_unavailable_reason() -> str:
 def compose_lab() -> str:
     """The compose lab (lab/compose), brought up for the scenarios that drill on containers
     (``up`` is idempotent: a few seconds when it already runs; the first run on a machine builds
-    the image) and left running, as the compose tests leave it. Returns "" when it runs, else why not."""
+    the image) and left running, as the compose tests leave it. Returns "" when it runs; why this
+    machine cannot run it (not root, podman missing); or, prefixed ``failed:``, why ``up`` failed."""
     reason = compose_unavailable_reason()
     if reason:
         return reason
     run = subprocess.run([str(measure.VENV_BIN / "python"), "-m", "lab", "-q", "up", "--kind", "compose"],
                          capture_output=True, text=True, cwd=REPO_DIR, env=measure.ansible_env(), timeout=1800,
                          check=False)
-    return "" if run.returncode == 0 else f"'python -m lab up --kind compose' failed: {run.stderr.strip()[-500:]}"
+    return "" if run.returncode == 0 else f"failed: 'python -m lab up --kind compose': {run.stderr.strip()[-500:]}"
 
 
 @pytest.fixture(scope="session")
 def compose_inventory(compose_lab: str) -> DrillInventory:
-    """inventories/lab-compose, rendered (once per session); the compose lab must be up."""
+    """inventories/lab-compose, rendered (once per session); the compose lab must be up. A machine that
+    cannot run it (no root or podman) skips the compose drills naming why; a lab that fails to come
+    up where it can is a failed drill ("not drillable"), never a skip."""
+    if compose_lab.startswith("failed:"):
+        pytest.fail(f"not drillable: the compose lab did not come up: {compose_lab[len('failed: '):]}", pytrace=False)
     if compose_lab:
-        pytest.skip(f"the compose lab cannot run here: {compose_lab}")
+        pytest.skip(f"the compose lab cannot run on this machine: {compose_lab}")
     try:
         return measure.load_inventory(COMPOSE_INVENTORY)
     except NotDrillable as err:
