@@ -99,7 +99,6 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.components.base import
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.compose.engine import (
     ENGINE,
     backup_project_into,
-    docker_client,
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.edge.backup import run_backup_module
 from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
@@ -109,6 +108,7 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
     run_module,
     store_argument_spec,
 )
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.compose_volumes import client_for
 
 
 def argument_spec():
@@ -124,7 +124,7 @@ def argument_spec():
 def backup(module):
     """Check mode: the files it would store; else the project's files into the set (or a set of its own)."""
     p = module.params
-    source = {"client": docker_client(p["docker_host"]), "project": p["project"], "compose_files": p["compose_files"]}
+    source = {"client": client_for(p["docker_host"]), "project": p["project"], "compose_files": p["compose_files"]}
     return run_backup_module(
         module, "compose",
         plan=lambda: ENGINE.plan_backup(source, {}),

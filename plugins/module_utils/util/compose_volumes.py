@@ -60,7 +60,7 @@ def client_for(base_url: Optional[str]) -> Any:
     try:
         import docker
     except ImportError as exc:
-        raise DependencyMissing("keeping a volume aside needs the Python package 'docker'",
+        raise DependencyMissing("Lifeboat's Compose support needs the Python package 'docker'",
                                 hint="pip install docker on the host that runs the task") from exc
 
     try:

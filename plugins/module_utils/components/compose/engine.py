@@ -36,8 +36,6 @@ from typing import TYPE_CHECKING, Any, Optional
 from ansible_collections.lifeboat.dr.plugins.module_utils.components import base as components
 from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     ConfigError,
-    ConnectionFailure,
-    DependencyMissing,
     NotFound,
     RestoreFailed,
 )
@@ -65,22 +63,6 @@ log = get_logger(COMPONENT)
 
 
 # --- what the project is made of ------------------------------------------------------------
-def docker_client(base_url: Optional[str]) -> Any:
-    """A docker SDK client on ``base_url`` (else ``DOCKER_HOST``); ConnectionFailure naming it."""
-    try:
-        import docker
-    except ImportError as exc:
-        raise DependencyMissing("the compose component needs the Python package 'docker'",
-                                hint="pip install docker on the host that runs the task") from exc
-    try:
-        client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
-        client.ping()
-        return client
-    except docker.errors.DockerException as exc:
-        raise ConnectionFailure(f"the Docker API at {base_url or os.environ.get('DOCKER_HOST') or '(default)'} does "
-                                f"not answer: {exc}", hint="is the engine running, and is the address right?") from exc
-
-
 def project_containers(client: Any, project: str) -> list[Any]:
     """The containers of Compose project ``project``; NotFound naming the projects found."""
     found = client.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={project}"]})
