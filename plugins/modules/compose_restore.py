@@ -84,14 +84,14 @@ variables_to_supply:
   elements: str
 '''
 
-from pathlib import Path
-
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.base import open_set
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.compose.engine import (
     COMPONENT,
     PROJECT_JSON,
+    check_destination,
     restore_project_files,
     restored_path,
+    variables_to_supply,
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
     LifeboatModule,
@@ -102,7 +102,6 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.store import oplog
 from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
-from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError
 
 
 def argument_spec():
@@ -115,15 +114,13 @@ def argument_spec():
 
 def plan(backup_set, dest):
     """Check mode: what would be written where (the destination is checked as a real run would)."""
-    target = Path(dest)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ConfigError(f"{dest} exists and is not an empty folder", hint="give a new folder for the project files")
+    check_destination(dest)
     project = backup_set.read_json(COMPONENT, PROJECT_JSON)
     files = [{"path": str(restored_path(e, project["working_dir"])), "role": e["role"], "original": e["path"]}
              for e in project["files"]]
     return {"dest": dest, "project": project["project"], "files": files, "images": project["images"],
             "compose_files": project["compose_files"],
-            "variables_to_supply": [n for n, defined in project["variables"].items() if not defined]}
+            "variables_to_supply": variables_to_supply(project)}
 
 
 def restore(module):

@@ -227,16 +227,28 @@ def restored_path(entry: dict[str, Any], working_dir: str) -> PurePosixPath:
     return PurePosixPath("outside", *path.parts[1:])
 
 
+def check_destination(dest: str) -> Path:
+    """``dest`` as a Path; ConfigError when it exists and is not an empty folder (restored project files
+    never overwrite a project)."""
+    target = Path(dest)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ConfigError(f"{dest} exists and is not an empty folder",
+                          hint="give a new folder for the restored project files")
+    return target
+
+
+def variables_to_supply(project: dict[str, Any]) -> list[str]:
+    """The variables the compose files use that no stored file defines (``project.json``)."""
+    return [name for name, defined in project["variables"].items() if not defined]
+
+
 def restore_project_files(backup_set: BackupSet, keyring: KeyRing, dest: str) -> dict[str, Any]:
     """Write the set's project files into the new folder ``dest`` (see the module doc); atomic:
     everything is written into ``<dest>.lifeboat-partial`` first and renamed at the end.
 
     Refuses (ConfigError) a ``dest`` that exists and is not an empty folder: restored project files
     never overwrite a project."""
-    target = Path(dest)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ConfigError(f"{dest} exists and is not an empty folder",
-                          hint="give a new folder for the restored project files")
+    target = check_destination(dest)
     project = backup_set.read_json(COMPONENT, PROJECT_JSON)
     partial = target.with_name(target.name + ".lifeboat-partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -264,10 +276,9 @@ def restore_project_files(backup_set: BackupSet, keyring: KeyRing, dest: str) ->
             raise RestoreFailed(f"restoring the project files of set {backup_set.set_id} into {dest} failed: {err}",
                                 hint="nothing was left at the destination; fix the cause and run again") from err
         raise
-    missing = [n for n, defined in project["variables"].items() if not defined]
     return {"dest": str(target), "project": project["project"], "files": written,
             "compose_files": project["compose_files"], "images": project["images"],
-            "variables_to_supply": missing}
+            "variables_to_supply": variables_to_supply(project)}
 
 
 def verify_project(backup_set: BackupSet, keyring: KeyRing, mode: str) -> list[dict[str, Any]]:

@@ -33,3 +33,18 @@ def test_files_of_the_project_folder_keep_their_place_others_go_under_outside():
 def test_variables_are_read_in_both_spellings():
     text = "image: ${IMAGE:?set it}\nports: ['$PORT:80']\nx: $$notavar"
     assert set(engine.VARIABLE.findall(text)) == {"IMAGE", "PORT"}, "$$ is an escaped dollar, not a variable"
+
+
+def test_a_destination_that_holds_anything_is_refused_and_a_new_or_empty_one_accepted(tmp_path):
+    import pytest
+
+    from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError
+
+    assert engine.check_destination(str(tmp_path / "new")) == tmp_path / "new"
+    (tmp_path / "empty").mkdir()
+    assert engine.check_destination(str(tmp_path / "empty")) == tmp_path / "empty"
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "compose.yml").write_text("services: {}")
+    with pytest.raises(ConfigError, match="exists and is not an empty folder"):
+        engine.check_destination(str(tmp_path / "full"))
+    assert engine.variables_to_supply({"variables": {"A": True, "B": False}}) == ["B"]
