@@ -467,8 +467,17 @@ def compose_env(layout: ComposeLayout, image: str) -> dict[str, str]:
                LAB_APP_TOKEN_FILE=str(layout.app_token_file))
     for component in SERVICES:
         env[f"LAB_{component.upper()}_IP"] = layout.host_for(component)
+        env[f"LAB_{component.upper()}_MAC"] = mac_for(layout.host_for(component))
         env[f"LAB_{component.upper()}_PORT"] = str(layout.port(component))
     return env
+
+
+def mac_for(ipv4: str) -> str:
+    """A container's fixed MAC address, made of its IPv4 address as Docker's bridge driver does
+    (``02:42:`` + the four bytes). podman gives a container a random MAC at every start: this host
+    would keep sending to the old one until its neighbour entry expires (~30-60 s unreachable
+    after each restart of a service)."""
+    return "02:42:" + ":".join(f"{int(octet):02x}" for octet in ipv4.split("."))
 
 
 def podman_compose_binary() -> str:

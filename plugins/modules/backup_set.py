@@ -139,6 +139,11 @@ capture:
   description: Per component, the capture window (started, finished; UTC).
   returned: publish, resolve
   type: dict
+methods:
+  description: Per component, the backup method its engine recorded (e.g. C(mysql) C(physical)); a
+    restore's safety copy of that component is taken the same way.
+  returned: publish, resolve
+  type: dict
 verification:
   description: Result of the quick verification at publish (mode, ok, record path).
   returned: publish

@@ -100,8 +100,12 @@ options:
     description:
       - With O(method=physical), where mariabackup runs - the server's deployment target (see
         M(lifeboat.dr.service)). Default this host (the process lab, a server on the same machine).
+      - C(docker) runs mariabackup inside the server's container (exec through the Docker API, its
+        stdout streamed out; the credentials reach it on its stdin, never in a file there): the image
+        must contain mariadb-backup of the server's version. A host-side mariabackup cannot back up a
+        container's server - it reads the datadir the server names, a path inside the container.
     type: str
-    choices: [lab, systemd, command]
+    choices: [lab, systemd, docker, command]
   service_name:
     description:
       - With O(service_manager), the service name.
@@ -281,7 +285,7 @@ def argument_spec():
         incremental=dict(type="bool", default=False),
         parent=dict(type="str"),
         datadir=dict(type="path"),
-        service_manager=dict(type="str", choices=["lab", "systemd", "command"]),
+        service_manager=dict(type="str", choices=["lab", "systemd", "docker", "command"]),
         service_name=dict(type="str", default="mysql"),
         service_settings=dict(type="dict", default={}),
         set_type=dict(type="str", default="mysql", choices=["mysql", "full"]),

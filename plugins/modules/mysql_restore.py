@@ -334,7 +334,7 @@ def _restore_physical(module, p, conn, backup_set):
     store, keyring = Store(p["store"]), keyring_from_params(p)
     if module.check_mode:
         return dict(changed=True, method="physical", plan=plan_physical_restore(store, backup_set, keyring,
-                                                                                datadir=datadir),
+                                                                                datadir=datadir, service=service),
                     service=service.describe())
 
     def run(_handle):

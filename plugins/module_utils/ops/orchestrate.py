@@ -286,7 +286,14 @@ def set_summary(backup_set: BackupSet) -> dict[str, Any]:
             "stored_bytes": manifest["totals"]["stored_bytes"],
             "plaintext_bytes": manifest["totals"]["plaintext_bytes"],
             "per_component": per_component, "capture": capture_windows(backup_set),
-            "purpose": (purpose or {}).get("purpose")}
+            "methods": methods_of(backup_set), "purpose": (purpose or {}).get("purpose")}
+
+
+def methods_of(backup_set: BackupSet) -> dict[str, str]:
+    """Per component, the backup method its engine recorded (``physical`` for a mariabackup set;
+    components that record none are left out)."""
+    return {c: str(backup_set.component_metadata(c)["method"]) for c in backup_set.components
+            if backup_set.component_metadata(c).get("method")}
 
 
 def _is_kept_aside_copy(backup_set: BackupSet) -> bool:

@@ -100,18 +100,40 @@ def keep_volume_content(client: Any, path: str, *, now: Optional[datetime] = Non
     entries = sorted(source.iterdir())
     if not entries:
         return None
-    at = now or datetime.now(UTC)
-    name = kept_volume_name(volume.name, at)
-    kept = client.volumes.create(name=name, driver="local", labels={
-        KEPT_FROM_LABEL: volume.name, KEPT_AT_LABEL: at.astimezone(UTC).isoformat()})
-    target = Path(kept.attrs.get("Mountpoint") or client.volumes.get(name).attrs["Mountpoint"])
-    if target.stat().st_dev != source.stat().st_dev:
-        kept.remove()
-        raise ConfigError(f"volume {name} is not on the file system of {volume.name} ({source})",
-                          hint="keep the content aside by hand (copy it), then run again")
-    info = source.stat()
-    os.chown(target, info.st_uid, info.st_gid)
-    os.chmod(target, info.st_mode & 0o7777)
+    name, target = _create_kept_volume(client, volume.name, source, now)
     for entry in entries:
         os.rename(entry, target / entry.name)
     return KeptVolume(volume=volume.name, kept_volume=name, kept_path=str(target), entries=len(entries))
+
+
+def keep_folder_as_volume(client: Any, volume_name: str, folder: Path, *,
+                          now: Optional[datetime] = None) -> KeptVolume:
+    """Make ``folder`` (a whole former content of volume ``volume_name``, beside its folder) the
+    content of a new labelled volume ``<volume_name>-lifeboat-kept-<time>``.
+
+    One ``rename`` of ``folder`` onto the new volume's (empty) folder: atomic, whatever the
+    size; ``folder`` keeps its owner and mode. ConfigError before anything moves when the new
+    volume is on another file system (the new, empty volume is removed again).
+    """
+    name, target = _create_kept_volume(client, volume_name, folder, now)
+    entries = sum(1 for _ in folder.iterdir())
+    os.rename(folder, target)             # replaces the new volume's empty folder
+    return KeptVolume(volume=volume_name, kept_volume=name, kept_path=str(target), entries=entries)
+
+
+def _create_kept_volume(client: Any, volume_name: str, like: Path, now: Optional[datetime]) -> tuple[str, Path]:
+    """A new empty local volume for content kept from ``volume_name``, its folder owned like ``like``
+    and on ``like``'s file system (else the volume is removed again and ConfigError raised)."""
+    at = now or datetime.now(UTC)
+    name = kept_volume_name(volume_name, at)
+    kept = client.volumes.create(name=name, driver="local", labels={
+        KEPT_FROM_LABEL: volume_name, KEPT_AT_LABEL: at.astimezone(UTC).isoformat()})
+    target = Path(kept.attrs.get("Mountpoint") or client.volumes.get(name).attrs["Mountpoint"])
+    info = like.stat()
+    if target.stat().st_dev != info.st_dev:
+        kept.remove()
+        raise ConfigError(f"volume {name} is not on the file system of {volume_name}'s content ({like})",
+                          hint="keep the content aside by hand (copy it), then run again")
+    os.chown(target, info.st_uid, info.st_gid)
+    os.chmod(target, info.st_mode & 0o7777)
+    return name, target

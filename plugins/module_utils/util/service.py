@@ -456,6 +456,27 @@ class DockerService(Service):
                                        f"{result.exit_code}: {tail or '(no output)'}", hint="see the program's message")
         return CommandResult(result.exit_code, result.stdout, tail)
 
+    def run_in_image(self, argv: Sequence[str], *, what: str = "") -> bytes:
+        """Run ``argv`` in a throwaway container of this service's image and return its stdout.
+
+        For questions about the image while the service's own container may be stopped (which
+        server version will open a restored datadir): no network, no volumes, removed when done;
+        ``argv[0]`` replaces the image's entrypoint. ServiceControlFailed when it fails.
+        """
+        import docker.errors
+
+        argv = _argv(what or "command", argv)
+
+        def run(container: Any) -> bytes:
+            try:
+                return self._engine().containers.run(container.image.id, command=argv[1:], entrypoint=[argv[0]],
+                                                     network_mode="none", remove=True, stdout=True, stderr=True)
+            except docker.errors.ContainerError as exc:
+                raise ServiceControlFailed(f"{what or argv[0]} in a container of image {container.image.id[:19]} "
+                                           f"(service {self.name!r}) failed: {exc}") from exc
+
+        return self._call(what or "run in image", run)
+
     def wait_healthy(self, timeout_s: float) -> float:
         """Run the container's own healthcheck (exec of its test through the API) until it passes.
 

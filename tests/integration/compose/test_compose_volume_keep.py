@@ -89,3 +89,28 @@ def test_the_module_in_check_mode_says_what_would_move_and_moves_nothing(compose
     assert (result["changed"], result["volume"], result["entries"], result["kept_volume"]) == (
         True, scratch_volume.name, 2, None)
     assert sorted(p.name for p in Path(path).iterdir()) == ["demo", "ibdata1"]
+
+
+def test_a_whole_replaced_folder_beside_the_volume_becomes_a_labelled_volume_in_one_rename(docker_client,
+                                                                                         scratch_volume):
+    """A physical restore's replaced datadir (a folder beside the volume's ``_data``) moves into a kept
+    volume of its own: same inode (a rename, not a copy), owner and mode kept, nothing left beside."""
+    root = Path(scratch_volume.attrs["Mountpoint"])
+    replaced = root.with_name("_data.lbprev_20261204T141500Z")
+    replaced.mkdir(mode=0o750)
+    (replaced / "ibdata1").write_bytes(b"old" * 100)
+    os.chown(replaced, 999, 999)
+    inode = replaced.stat().st_ino
+    at = datetime(2026, 12, 4, 14, 15, 0, tzinfo=UTC)
+
+    kept = compose_volumes.keep_folder_as_volume(docker_client, scratch_volume.name, replaced, now=at)
+
+    assert kept.kept_volume == f"{scratch_volume.name}-lifeboat-kept-20261204T141500Z" and kept.entries == 1
+    new = docker_client.volumes.get(kept.kept_volume)
+    moved = Path(new.attrs["Mountpoint"])
+    assert new.attrs["Labels"][compose_volumes.KEPT_FROM_LABEL] == scratch_volume.name
+    assert (moved / "ibdata1").read_bytes() == b"old" * 100
+    assert moved.stat().st_ino == inode, "renamed, not copied"
+    assert (moved.stat().st_uid, moved.stat().st_mode & 0o7777) == (999, 0o750)
+    assert not replaced.exists()
+    assert sorted(p.name for p in root.iterdir()) == ["demo", "ibdata1"], "the volume's own content is untouched"

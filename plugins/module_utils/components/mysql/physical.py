@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import io
 import json
 import os
 import re
@@ -56,7 +57,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import conn as my
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql.dumpformat import text_of
@@ -165,10 +166,110 @@ def server_binary_version(target: Any = None) -> str:
     mariadbd = find_program("mariadbd", install_hint="install the MariaDB server package",
                             dirs=("/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"))
     result = _run(target, [mariadbd, "--version"], what="mariadbd --version")
-    found = re.search(r"Ver\s+(\d+\.\d+\.\d+\S*)", result.stdout.decode("utf-8", "replace"))
+    return _parse_server_version(result.stdout, mariadbd)
+
+
+def installed_server_version(service: Any = None, target: Any = None) -> str:
+    """The MariaDB version that will open a restored datadir: the service's own server.
+
+    A container (the ``docker`` manager): ``mariadbd --version`` inside it when it runs, else in a
+    throwaway container of its image (a stopped or dead server is the usual case; this host's
+    binary may belong to another server). Otherwise :func:`server_binary_version` on ``target``.
+    """
+    if getattr(service, "manager", "") != "docker":
+        return server_binary_version(target)
+    argv = ["mariadbd", "--version"]
+    if service.is_running():
+        out = service.run_command(argv, what="mariadbd --version").stdout
+    else:
+        out = service.run_in_image(argv, what="mariadbd --version")
+    return _parse_server_version(out, f"mariadbd of service {service.name!r}'s image")
+
+
+def _parse_server_version(output: bytes, where: str) -> str:
+    found = re.search(r"Ver\s+(\d+\.\d+\.\d+\S*)", output.decode("utf-8", "replace"))
     if not found:
-        raise DependencyMissing(f"cannot read the version of {mariadbd}")
+        raise DependencyMissing(f"cannot read the version of {where}")
     return found.group(1)
+
+
+def in_container(target: Any) -> bool:
+    """Whether ``target`` runs its commands in a container (the ``docker`` manager: exec through the API)."""
+    return getattr(target, "manager", "") == "docker"
+
+
+def tool_for(target: Any) -> str:
+    """mariabackup's path on this host, or its name in a container (found there on the PATH by exec)."""
+    return "mariabackup" if in_container(target) else find_tool()
+
+
+def datadir_size(datadir: Path, target: Any = None) -> int:
+    """Bytes of the datadir's files, where the server runs (``du -sb`` in a container)."""
+    if not in_container(target):
+        return dir_size(datadir)
+    out = _run(target, ["du", "-sb", str(datadir)], what="du -sb of the datadir").stdout.decode()
+    return int(out.split()[0]) if out.strip() else 0
+
+
+class LsnDir:
+    """mariabackup's ``--extra-lsndir`` (checkpoints, binlog position) where mariabackup runs.
+
+    On this host: a 0700 folder of this run (:mod:`util.rundirs`; those of killed runs are
+    removed first), the option file a 0600 temp file. In a container (:meth:`on` picks
+    :class:`ContainerLsnDir`): ``mktemp -d`` there, read back with ``cat``, removed with
+    ``rm -rf``; the option file is read from ``/dev/stdin`` (never a file in the container).
+    """
+
+    def __init__(self, work_dir: Optional[str]) -> None:
+        rundirs.remove_dead_owned_tmpdirs(LSN_DIR_PREFIX, root=work_dir)  # what killed backups left behind
+        self.path = rundirs.make_owned_tmpdir(LSN_DIR_PREFIX, root=work_dir)  # 0700, removed by remove()
+
+    @staticmethod
+    def on(target: Any, work_dir: Optional[str]) -> LsnDir:
+        return ContainerLsnDir(target) if in_container(target) else LsnDir(work_dir)
+
+    @contextlib.contextmanager
+    def option_file(self, params: my.ConnParams) -> Iterator[tuple[str, Optional[bytes]]]:
+        """``(path for --defaults-extra-file, bytes to give on stdin or None)``."""
+        with my.option_file(params) as cnf:
+            yield cnf, None
+
+    def read(self) -> dict[str, Any]:
+        return read_lsndir(Path(self.path))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class ContainerLsnDir(LsnDir):
+    """:class:`LsnDir` inside the server's container (see there)."""
+
+    STALE_MINUTES = 24 * 60     # lsn folders of killed runs older than this are removed by the next backup
+
+    def __init__(self, target: Any) -> None:  # noqa: D107 - see the class
+        self.target = target
+        _run(target, ["find", "/tmp", "-maxdepth", "1", "-name", f"{LSN_DIR_PREFIX}*", "-mmin",
+                      f"+{self.STALE_MINUTES}", "-exec", "rm", "-rf", "{}", "+"], what="removing old lsn folders")
+        made = _run(target, ["mktemp", "-d", f"/tmp/{LSN_DIR_PREFIX}XXXXXXXX"], what="mktemp -d")
+        self.path = made.stdout.decode().strip()
+
+    @contextlib.contextmanager
+    def option_file(self, params: my.ConnParams) -> Iterator[tuple[str, Optional[bytes]]]:
+        yield "/dev/stdin", my.option_file_text(params).encode()
+
+    def read(self) -> dict[str, Any]:
+        def text(name: str) -> str:
+            try:
+                return _run(self.target, ["cat", f"{self.path}/{name}"], what=f"reading {name}").stdout.decode()
+            except ServiceControlFailed as err:
+                raise BackupFailed(f"mariabackup finished without writing {name} into {self.path} in the "
+                                   f"container: {err.message}", hint="see mariabackup's messages in the log") from None
+
+        return lsn_facts(text("xtrabackup_checkpoints"), text("xtrabackup_info"))
+
+    def remove(self) -> None:
+        with contextlib.suppress(LifeboatError):
+            _run(self.target, ["rm", "-rf", self.path], what="removing the lsn folder")
 
 
 def local_target() -> Any:
@@ -209,11 +310,15 @@ def parse_binlog_pos(text: Optional[str]) -> Optional[dict[str, Any]]:
 def read_lsndir(lsndir: Path) -> dict[str, Any]:
     """LSNs, binlog position and tool facts from a ``--extra-lsndir`` folder; BackupFailed when incomplete."""
     try:
-        checkpoints = parse_kv((lsndir / "xtrabackup_checkpoints").read_text())
-        info = parse_kv((lsndir / "xtrabackup_info").read_text())
+        return lsn_facts((lsndir / "xtrabackup_checkpoints").read_text(), (lsndir / "xtrabackup_info").read_text())
     except OSError as err:
         raise BackupFailed(f"mariabackup finished without writing its checkpoints into {lsndir}: {err}",
                            hint="see mariabackup's messages in the log") from None
+
+
+def lsn_facts(checkpoints_text: str, info_text: str) -> dict[str, Any]:
+    """:func:`read_lsndir`'s result from the texts of ``xtrabackup_checkpoints`` and ``xtrabackup_info``."""
+    checkpoints, info = parse_kv(checkpoints_text), parse_kv(info_text)
     try:
         from_lsn, to_lsn = int(checkpoints["from_lsn"]), int(checkpoints["to_lsn"])
     except (KeyError, ValueError):
@@ -249,20 +354,24 @@ def _big_pipe() -> tuple[int, int]:
 
 
 def stream_command_out(target: Any, argv: Sequence[str], sink: Any, *, what: str,
-                       on_bytes: Optional[Callable[[int], None]] = None) -> tuple[Any, int]:
+                       on_bytes: Optional[Callable[[int], None]] = None,
+                       stdin: Optional[bytes] = None) -> tuple[Any, int]:
     """Run ``argv`` where ``target`` runs with its stdout streamed into ``sink`` (a binary writer).
 
-    Returns ``(CommandResult, bytes)``. A failing program raises its ServiceControlFailed
+    ``stdin``: bytes the program reads on its standard input (an option file read from
+    ``/dev/stdin``: a secret that never lands in a file on the target). Returns
+    ``(CommandResult, bytes)``. A failing program raises its ServiceControlFailed
     (as BackupFailed naming ``what``); a failing sink raises its own error after the program
     was stopped by the closed pipe (EPIPE).
     """
     r, w = _big_pipe()
     outcome: dict[str, Any] = {}
+    extra = {"stdin": io.BytesIO(stdin)} if stdin is not None else {}
 
     def run() -> None:
         try:
             with os.fdopen(w, "wb", buffering=0) as out:
-                outcome["result"] = _run(target, argv, what=what, stdout=out)
+                outcome["result"] = _run(target, argv, what=what, stdout=out, **extra)
         except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
             outcome["error"] = err
 
@@ -514,13 +623,14 @@ def plan_physical_backup(store: Store, params: my.ConnParams, options: Mapping[s
     """Check mode: server, datadir and its size; for an incremental the parent and its to-LSN."""
     facts = server_facts(params)
     datadir = Path(options.get("datadir") or facts["datadir"])
-    tool = find_tool()
-    tool_ver = tool_version(tool, options.get("target"))
+    target = options.get("target")
+    tool = tool_for(target)
+    tool_ver = tool_version(tool, target)
     check_tool_matches(tool_ver, facts["server_version"])
     plan: dict[str, Any] = {"method": METHOD, "server_version": facts["server_version"],
                             "server_identity": facts["server_identity"], "datadir": str(datadir),
-                            "datadir_bytes": dir_size(datadir), "incremental": False, "tool": tool,
-                            "tool_version": tool_ver}
+                            "datadir_bytes": datadir_size(datadir, target), "incremental": False, "tool": tool,
+                            "tool_version": tool_ver, "runs_in_container": in_container(target)}
     plan["approx_bytes"] = plan["datadir_bytes"]
     if isinstance(options, dict):
         options["known"] = {"facts": facts, "tool_version": tool_ver}  # backup_physical_into does not ask again
@@ -548,7 +658,7 @@ def backup_physical_into(writer: SetWriter, params: my.ConnParams, *, store: Opt
     started = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat()  # noqa: UP017 - datetime.UTC needs 3.11 on targets
     facts = (known or {}).get("facts") or server_facts(params)
-    tool = find_tool()
+    tool = tool_for(target)
     tool_ver = (known or {}).get("tool_version") or tool_version(tool, target)
     check_tool_matches(tool_ver, facts["server_version"])
     data_path = datadir or facts["datadir"]
@@ -558,12 +668,11 @@ def backup_physical_into(writer: SetWriter, params: my.ConnParams, *, store: Opt
             raise ConfigError("an incremental physical backup needs the store holding its parent")
         parent_set, parent_meta = find_parent(store, parent, facts["server_identity"])
         check_lsn_not_behind(params, parent_set.set_id, int(parent_meta.get("last_lsn") or parent_meta["to_lsn"]))
-    rundirs.remove_dead_owned_tmpdirs(LSN_DIR_PREFIX, root=work_dir)  # what killed backups left behind
-    lsndir = Path(rundirs.make_owned_tmpdir(LSN_DIR_PREFIX, root=work_dir))  # 0700, removed below
+    lsndir = LsnDir.on(target, work_dir)
     try:
-        with my.option_file(params) as cnf:
+        with lsndir.option_file(params) as (cnf, cnf_stdin):
             argv = my.tool_argv(tool, cnf, "--backup", "--stream=mbstream", f"--datadir={data_path}",
-                                f"--extra-lsndir={lsndir}", f"--target-dir={lsndir}")
+                                f"--extra-lsndir={lsndir.path}", f"--target-dir={lsndir.path}")
             if parent_meta is not None:
                 argv.append(f"--incremental-lsn={int(parent_meta['to_lsn'])}")
             set_step("mariabackup --backup")
@@ -572,11 +681,11 @@ def backup_physical_into(writer: SetWriter, params: my.ConnParams, *, store: Opt
             codec = lone_stream_codec(getattr(writer, "codec", None))
             with writer.artifact(COMPONENT, STREAM_ARTIFACT, codec=codec) as out:
                 _result, streamed = stream_command_out(target, argv, out, what="mariabackup --backup",
-                                                       on_bytes=meter.update)
+                                                       on_bytes=meter.update, stdin=cnf_stdin)
             meter.finish()
-        lsn = read_lsndir(lsndir)
+        lsn = lsndir.read()
     finally:
-        shutil.rmtree(lsndir, ignore_errors=True)
+        lsndir.remove()
     if streamed == 0:
         raise BackupFailed("mariabackup --backup streamed nothing", hint="see mariabackup's messages in the log")
     kind = "incremental" if parent_meta is not None else "full"
@@ -738,13 +847,14 @@ def health_gate(params: my.ConnParams, target: Any, timeout_s: float) -> dict[st
     return {"users": users, "tables": tables, "server_version": version}
 
 
-def plan_physical_restore(store: Store, backup_set: BackupSet, keyring: KeyRing, *, datadir: str, target: Any = None
-                          ) -> dict[str, Any]:
+def plan_physical_restore(store: Store, backup_set: BackupSet, keyring: KeyRing, *, datadir: str, target: Any = None,
+                          service: Any = None) -> dict[str, Any]:
     """Prove the inputs of a physical restore; change nothing. Returns the plan.
 
     Checks: the chain (:func:`resolve_chain`), every data key (WrongKey/KeyUnavailable),
     the datadir (absolute, an existing folder, no tablespace/log folders outside it), the
-    server binary's major version equals the backup's (ConfigError naming both),
+    server binary's major version equals the backup's (ConfigError naming both; the
+    service's own server: :func:`installed_server_version`),
     mariabackup and mbstream present and of that version, free space beside the datadir.
     """
     chain = resolve_chain(store, backup_set)
@@ -767,7 +877,7 @@ def plan_physical_restore(store: Store, backup_set: BackupSet, keyring: KeyRing,
             raise ConfigError(f"the backed-up server kept InnoDB files outside its datadir ({key} = {value}); "
                               "a physical restore places only the datadir", hint="use a logical backup for this "
                               "server, or restore manually with mariabackup --copy-back")
-    installed = server_binary_version(target)
+    installed = installed_server_version(service, target)
     if major_minor(installed) != major_minor(meta["server_version"]):
         raise ConfigError(f"set {backup_set.set_id} is a physical backup of MariaDB {meta['server_version']}; "
                           f"the installed server is MariaDB {installed}: a datadir cannot move between major "
@@ -922,8 +1032,9 @@ def restore_physical(store: Store, backup_set: BackupSet, keyring: KeyRing, para
     if not datadir:
         raise ConfigError("a physical restore needs the server's datadir", hint="give datadir")
     target = service if _runs_commands(service) else None
-    plan = plan_physical_restore(store, backup_set, keyring, datadir=datadir, target=target)
+    plan = plan_physical_restore(store, backup_set, keyring, datadir=datadir, target=target, service=service)
     path = Path(datadir)
+    volume = compose_volume_of(service, path)       # engine reachable, volume known: before anything changes
     result: dict[str, Any] = {"plan": plan, "method": METHOD, "set_id": backup_set.set_id, "chain": plan["chain"],
                               "cleaned_leftovers": clean_leftovers(path) if plan["leftover_work_folders"] else []}
     stamp = _stamp()
@@ -963,6 +1074,8 @@ def restore_physical(store: Store, backup_set: BackupSet, keyring: KeyRing, para
                                 f"was put back and started, the restored one is kept at {failed}",
                                 hint="see the server's log") from None
         result["swap_s"] = round(time.monotonic() - t1, 3)
+        if volume is not None:
+            result.update(keep_in_volume(service, volume, kept))
         result["gtid_state"] = continue_gtid(params, plan["binlog_position"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -1017,8 +1130,50 @@ def continue_gtid(params: my.ConnParams, position: Optional[Mapping[str, Any]]) 
 
 
 def _runs_commands(service: Any) -> bool:
-    """A service whose run_command works here (the docker manager refuses it: run mariabackup locally then)."""
+    """Whether mbstream and the prepare run through the service's run_command.
+
+    Not for a container (the ``docker`` manager): its datadir is a volume whose folder this host
+    writes (extraction, prepare and the exchange happen there, beside the volume's ``_data``),
+    with this host's mariabackup (checked against the backup's version like any other).
+    """
     return getattr(service, "manager", "") not in ("docker", "")
+
+
+def compose_volume_of(service: Any, datadir: Path) -> Optional[str]:
+    """The name of the volume whose folder is ``datadir`` when the server runs in a container, else None.
+
+    A container's datadir is usually a named volume: the datadir it replaces is then kept in a
+    volume of its own (:func:`keep_in_volume`), never left in the volume's folder. A bind mount
+    (no volume has that folder) keeps the old datadir beside it like a host's. Raises
+    ConnectionFailure when the engine does not answer (before anything has changed).
+    """
+    if getattr(service, "manager", "") != "docker":
+        return None
+    from ansible_collections.lifeboat.dr.plugins.module_utils.util import compose_volumes
+
+    try:
+        return compose_volumes.volume_at(compose_volumes.client_for(getattr(service, "base_url", None)),
+                                         str(datadir)).name
+    except NotFound:
+        return None
+
+
+def keep_in_volume(service: Any, volume: str, kept: Path) -> dict[str, Any]:
+    """Move the replaced datadir ``kept`` (beside the volume's folder) into a new volume
+    ``<volume>-lifeboat-kept-<time>`` labelled with its origin (one rename). Returns
+    ``kept_datadir`` (its new folder) and ``kept_volume``; on failure the datadir stays at
+    ``kept`` and the failure is logged, never raised (the restore itself succeeded)."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.util import compose_volumes
+
+    try:
+        done = compose_volumes.keep_folder_as_volume(
+            compose_volumes.client_for(getattr(service, "base_url", None)), volume, kept)
+    except (LifeboatError, OSError) as err:
+        log.warning("mysql: the replaced datadir stays at %s: moving it into a volume of its own failed: %s",
+                    kept, err)
+        return {"kept_volume_error": str(err)}
+    log.info("mysql: the replaced datadir of volume %s is kept in volume %s", volume, done.kept_volume)
+    return {"kept_datadir": done.kept_path, "kept_volume": done.kept_volume}
 
 
 def _roll_back(service: Any, path: Path, kept: Path, stamp: str, params: my.ConnParams, timeout_s: float) -> Path:
