@@ -680,8 +680,11 @@ def backup_physical_into(writer: SetWriter, params: my.ConnParams, *, store: Opt
             # one stream for the whole server: two zstd workers on a 2-core host (lone_stream_codec)
             codec = lone_stream_codec(getattr(writer, "codec", None))
             with writer.artifact(COMPONENT, STREAM_ARTIFACT, codec=codec) as out:
-                _result, streamed = stream_command_out(target, argv, out, what="mariabackup --backup",
-                                                       on_bytes=meter.update, stdin=cnf_stdin)
+                try:
+                    _result, streamed = stream_command_out(target, argv, out, what="mariabackup --backup",
+                                                           on_bytes=meter.update, stdin=cnf_stdin)
+                except BackupFailed as err:
+                    raise _explained(err, facts["datadir"], target) from None
             meter.finish()
         lsn = lsndir.read()
     finally:
@@ -720,6 +723,18 @@ def backup_physical_into(writer: SetWriter, params: my.ConnParams, *, store: Opt
             "gtid": (lsn["binlog_position"] or {}).get("gtid"), "server_identity": facts["server_identity"],
             "server_version": facts["server_version"], "plaintext_bytes": streamed, "duration_s": duration,
             "datadir": data_path}
+
+
+def _explained(err: BackupFailed, server_datadir: str, target: Any) -> BackupFailed:
+    """mariabackup's "only able to copy log" means the redo log it read is not the server's: it
+    reads the datadir the server names (``@@datadir``), here another server's files of that path
+    (the server runs in a container, or on another host). Says so, with the fix."""
+    if "only able to copy log" not in err.message or in_container(target):
+        return err
+    return BackupFailed(f"{err.message} -- the files at {server_datadir} on this host are not this server's "
+                        "(mariabackup reads the datadir the server names)",
+                        hint="run the backup where the server runs: on its host, or in its container "
+                             "(service_manager: docker; on Compose inventories the mysql role does this)")
 
 
 # --------------------------------------------------------------------------- extract + prepare

@@ -111,3 +111,16 @@ def test_the_server_version_of_a_container_comes_from_the_container_or_its_image
     assert running.calls[-1][0] == ["mariadbd", "--version"] and not running.image_calls
     assert physical.installed_server_version(stopped) == "10.11.17-MariaDB"
     assert stopped.image_calls == [["mariadbd", "--version"]] and not stopped.calls
+
+
+def test_a_redo_log_that_is_not_the_servers_is_explained_with_the_fix():
+    """Measured on the compose lab: a host-side mariabackup of a container's server read the host's
+    own /var/lib/mysql (another server) and stopped with "Was only able to copy log"."""
+    raw = BackupFailed("mariabackup --backup failed with exit code 1: Was only able to copy log from 44404 to "
+                       "44760, not 1946661")
+    explained = physical._explained(raw, "/var/lib/mysql/", None)
+    assert "/var/lib/mysql/ on this host are not this server's" in explained.message
+    assert "service_manager: docker" in explained.hint
+    assert physical._explained(raw, "/var/lib/mysql/", FakeContainer()) is raw
+    other = BackupFailed("mariabackup --backup failed: Access denied")
+    assert physical._explained(other, "/var/lib/mysql/", None) is other
