@@ -38,6 +38,7 @@ class Fault:
         self.inv = inv
         self.params = params
         self.compose = containers.is_compose(inv)
+        self.created_at = time.time()        # before the fault: the kept volumes of its recovery come after
 
     def host(self, group: str):
         return self.inv.testinfra_host(self.inv.host_of(group))
@@ -91,7 +92,15 @@ class Fault:
         return None
 
     def cleanup(self) -> None:
-        """Undo whatever would keep the stack broken (safe to call twice)."""
+        """Undo whatever would keep the stack broken (safe to call twice). On Compose: remove the
+        volumes the drill's recovery kept aside (the data the drill itself damaged)."""
+        self.remove_kept_volumes()
+
+    def remove_kept_volumes(self) -> None:
+        """On Compose, the volumes ``<volume>-lifeboat-kept-*`` made since this fault was set up
+        (Lifeboat never removes them; drills would fill the disk)."""
+        if self.compose:
+            containers.remove_kept_volumes(self.inv, since=self.created_at)
 
 
 class KillApp(Fault):
@@ -180,7 +189,7 @@ class CorruptMysqlDatadir(Fault):
         if datadir is None or not datadir.exists():
             return
         if self.compose:
-            containers.remove_kept_volumes(self.inv, since=self.injected_at)
+            self.remove_kept_volumes()
             if not containers.is_running(self.inv, "mysql"):
                 aside = Path(str(self.inv.any_var("lifeboat_state_dir"))) / "drill-broken" / f"mysql-{int(time.time())}"
                 aside.mkdir(parents=True)

@@ -47,6 +47,13 @@ options:
     description:
       - Folder to restore into, per name (default the folder recorded at backup time).
     type: dict
+  docker_host:
+    description:
+      - On a Compose deployment, the Docker API address (C(unix://...)). A restored folder that is a named
+        volume's folder then has its replaced tree moved on into a new volume C(<volume>-lifeboat-kept-<time>)
+        labelled C(lifeboat.kept-from)/C(lifeboat.kept-at), instead of staying beside the volume's folder.
+      - The app_files role passes it on Compose inventories.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -108,6 +115,7 @@ def argument_spec():
         set_id=dict(type="str", default="latest"),
         names=dict(type="list", elements="str"),
         targets=dict(type="dict"),
+        docker_host=dict(type="str"),
     ))
 
 
@@ -117,7 +125,8 @@ def restore(module):
     targets = {str(k): str(v) for k, v in (p["targets"] or {}).items()}
     result = oplog.run_recorded(p["store"], "restore", lambda handle: run_files_restore(
         p["store"], keyring_from_params(p), p["set_id"], targets=targets or None, names=p["names"],
-        check_mode=module.check_mode, progress=log_progress()), check_mode=module.check_mode,
+        check_mode=module.check_mode, progress=log_progress(), docker_host=p["docker_host"]),
+        check_mode=module.check_mode,
         describe=oplog.files_restore_fields, components=["app"], backup_id=oplog.named_set(p["set_id"]))
     for name, folder in (result.get("folders") or {}).items():
         for problem in folder.get("xattrs_not_restored") or ():

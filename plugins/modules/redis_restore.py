@@ -131,8 +131,14 @@ data_dir:
   returned: always
   type: str
 previous_data:
-  description: Folder the previous data files were moved to (null when there were none).
+  description: Folder the previous data files were moved to (null when there were none). On a Compose
+    deployment (O(service_manager=docker)) whose data dir is a named volume's folder, the folder of the
+    new volume C(<volume>-lifeboat-kept-<time>) (labelled C(lifeboat.kept-from)/C(lifeboat.kept-at)).
   returned: success, not in check mode
+  type: str
+kept_volume:
+  description: On a Compose deployment, the volume now holding the previous data files.
+  returned: success with a named volume as data dir
   type: str
 moved_aside:
   description: Names of the files and folders moved aside.

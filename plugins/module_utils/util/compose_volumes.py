@@ -137,3 +137,43 @@ def _create_kept_volume(client: Any, volume_name: str, like: Path, now: Optional
     os.chown(target, info.st_uid, info.st_gid)
     os.chmod(target, info.st_mode & 0o7777)
     return name, target
+
+
+def volume_of_service_folder(service: Any, folder: Path) -> Optional[str]:
+    """The name of the volume whose folder is ``folder`` when ``service`` is a container (the
+    ``docker`` manager), else None (a host's service, or a bind mount: no volume has that folder).
+
+    A restore on Compose keeps the data it replaces in a volume of its own
+    (:func:`keep_replaced_in_volume`), never beside or inside the service's volume. Asked before
+    anything changes: ConnectionFailure when the engine does not answer.
+    """
+    if getattr(service, "manager", "") != "docker":
+        return None
+    return volume_of_folder(getattr(service, "base_url", None), folder)
+
+
+def volume_of_folder(base_url: Optional[str], folder: Path) -> Optional[str]:
+    """The name of the engine's volume whose folder is ``folder``, None when none is (a bind mount)."""
+    try:
+        return volume_at(client_for(base_url), str(folder)).name
+    except NotFound:
+        return None
+
+
+def keep_replaced_in_volume(base_url: Optional[str], volume: str, replaced: Path, what: str) -> dict[str, Any]:
+    """After a successful restore: move ``replaced`` (the data it replaced, a folder beside the
+    volume's ``_data``) into a new volume ``<volume>-lifeboat-kept-<time>`` labelled with its
+    origin (:func:`keep_folder_as_volume`: one rename). Returns ``kept_path`` and ``kept_volume``;
+    a failure is logged and returned as ``kept_volume_error`` (the data stays at ``replaced``),
+    never raised: the restore itself succeeded."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import LifeboatError
+    from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import get_logger
+
+    log = get_logger("compose")
+    try:
+        done = keep_folder_as_volume(client_for(base_url), volume, replaced)
+    except (LifeboatError, OSError) as err:
+        log.warning("the replaced %s stays at %s: moving it into a volume of its own failed: %s", what, replaced, err)
+        return {"kept_volume_error": str(err)}
+    log.info("the replaced %s of volume %s is kept in volume %s", what, volume, done.kept_volume)
+    return {"kept_path": done.kept_path, "kept_volume": done.kept_volume}

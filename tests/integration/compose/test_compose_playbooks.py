@@ -54,6 +54,7 @@ def test_backup_verify_and_restore_playbooks_bring_back_every_service_of_the_pro
 
     wipe_every_component(env)
     assert stack_state(env) != expected
+    kept_before = kept_volumes_of(docker_client, compose_lab, ("redis", "app"))
     app = docker_client.containers.get(compose_lab_module.container_name(compose_lab, "app"))
     app_started = app.attrs["State"]["StartedAt"]
 
@@ -67,6 +68,21 @@ def test_backup_verify_and_restore_playbooks_bring_back_every_service_of_the_pro
         "the app container was stopped and started again through the Docker API"
     for service in compose_lab_module.SERVICES.values():
         compose_lab_module.wait_healthy(compose_lab, service, timeout_s=60)
+    kept_now = kept_volumes_of(docker_client, compose_lab, ("redis", "app"))
+    for component in ("redis", "app"):
+        [new] = kept_now[component] - kept_before[component]
+        assert new.startswith(f"{compose_lab.volume_name(component)}-lifeboat-kept-"), \
+            "the replaced data of each volume went into a labelled volume of its own"
+        folder = Path(docker_client.volumes.get(compose_lab.volume_name(component)).attrs["Mountpoint"]).parent
+        assert sorted(p.name for p in folder.iterdir()) == ["_data"], "nothing left beside the volume's data"
+
+
+def kept_volumes_of(client, layout, components) -> dict[str, set[str]]:
+    """Per component, the names of the volumes kept aside from its volume (label lifeboat.kept-from)."""
+    from ansible_collections.lifeboat.dr.plugins.module_utils.util import compose_volumes
+
+    return {c: {v.name for v in client.volumes.list(
+        filters={"label": f"{compose_volumes.KEPT_FROM_LABEL}={layout.volume_name(c)}"})} for c in components}
 
 
 def assert_the_project_files_come_back_from_the_set(layout, set_id: str, dest: Path) -> None:

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, Optional, U
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.components import base as components
 from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import Codec, lone_stream_codec
+from ansible_collections.lifeboat.dr.plugins.module_utils.util import compose_volumes
 from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     ConfigError,
     FormatError,
@@ -1265,14 +1266,17 @@ def folder_chain(store: Store, backup_set: BackupSet, name: str) -> list[Any]:
 def restore_files_from(store: Store, backup_set: BackupSet, keyring: KeyRing, *,
                        targets: Optional[dict[str, str]] = None, names: Optional[list[str]] = None,
                        check_mode: bool = False,
-                       progress: Optional[ProgressFn] = None, stamp: Optional[str] = None) -> dict[str, Any]:
+                       progress: Optional[ProgressFn] = None, stamp: Optional[str] = None,
+                       docker_host: Optional[str] = None) -> dict[str, Any]:
     """Restore folders of ``backup_set`` (assembling incremental chains) and swap them into place.
 
     ``targets``: name -> folder to restore into (default: the folder recorded at
     backup). ``names``: which folders (default all). In ``check_mode`` only the
     plan (chain, target, counts) is returned. The old tree of each target is kept
-    at ``<target>.lbprev-<stamp>``. On any error the target is left untouched and
-    the partly restored folder removed.
+    at ``<target>.lbprev-<stamp>``; with ``docker_host`` (a Compose deployment), a
+    target that is a named volume's folder has its old tree moved on into a labelled
+    volume ``<volume>-lifeboat-kept-<time>`` (:mod:`util.compose_volumes`). On any error
+    the target is left untouched and the partly restored folder removed.
     """
     folders = app_metadata(backup_set).get("folders") or {}
     if not folders:
@@ -1291,7 +1295,13 @@ def restore_files_from(store: Store, backup_set: BackupSet, keyring: KeyRing, *,
         if check_mode:
             results[name] = dict(plan, changed=True)
             continue
+        volume = compose_volumes.volume_of_folder(docker_host, target) if docker_host else None
         results[name] = dict(plan, **_restore_folder(chain, name, final, target, keyring, stamp, progress))
+        if volume is not None and results[name].get("previous_kept_at"):
+            kept_in = compose_volumes.keep_replaced_in_volume(docker_host, volume,
+                                                              Path(results[name]["previous_kept_at"]), f"{name} tree")
+            results[name].update(previous_kept_at=kept_in.pop("kept_path", results[name]["previous_kept_at"]),
+                                 **kept_in)
     return {"set_id": backup_set.set_id, "changed": True, "check_mode": check_mode, "folders": results}
 
 
@@ -1520,7 +1530,8 @@ def open_set_or_latest(store: Store, set_id: Optional[str]) -> Any:
 
 def run_files_restore(store_root: str, keyring: KeyRing, set_id: Optional[str] = None, *,
                       targets: Optional[dict[str, str]] = None, names: Optional[list[str]] = None,
-                      check_mode: bool = False, progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+                      check_mode: bool = False, progress: Optional[ProgressFn] = None,
+                      docker_host: Optional[str] = None) -> dict[str, Any]:
     """Open the store and set (``None``/``'latest'`` = newest) and :func:`restore_files_from` it."""
     from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
 
@@ -1529,7 +1540,7 @@ def run_files_restore(store_root: str, keyring: KeyRing, set_id: Optional[str] =
     if not check_mode:
         backup_set.data_key(keyring)  # fail on a wrong key before touching anything
     return restore_files_from(store, backup_set, keyring, targets=targets, names=names, check_mode=check_mode,
-                              progress=progress)
+                              progress=progress, docker_host=docker_host)
 
 
 # ----------------------------------------------------------------------------- the component engine

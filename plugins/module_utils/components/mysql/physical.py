@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Se
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql import conn as my
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql.dumpformat import text_of
 from ansible_collections.lifeboat.dr.plugins.module_utils.format.compression import lone_stream_codec
-from ansible_collections.lifeboat.dr.plugins.module_utils.util import rundirs
+from ansible_collections.lifeboat.dr.plugins.module_utils.util import compose_volumes, rundirs
 from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     BackupFailed,
     ConfigError,
@@ -1049,7 +1049,7 @@ def restore_physical(store: Store, backup_set: BackupSet, keyring: KeyRing, para
     target = service if _runs_commands(service) else None
     plan = plan_physical_restore(store, backup_set, keyring, datadir=datadir, target=target, service=service)
     path = Path(datadir)
-    volume = compose_volume_of(service, path)       # engine reachable, volume known: before anything changes
+    volume = compose_volumes.volume_of_service_folder(service, path)  # engine reachable: before anything changes
     result: dict[str, Any] = {"plan": plan, "method": METHOD, "set_id": backup_set.set_id, "chain": plan["chain"],
                               "cleaned_leftovers": clean_leftovers(path) if plan["leftover_work_folders"] else []}
     stamp = _stamp()
@@ -1090,7 +1090,9 @@ def restore_physical(store: Store, backup_set: BackupSet, keyring: KeyRing, para
                                 hint="see the server's log") from None
         result["swap_s"] = round(time.monotonic() - t1, 3)
         if volume is not None:
-            result.update(keep_in_volume(service, volume, kept))
+            kept_in = compose_volumes.keep_replaced_in_volume(getattr(service, "base_url", None), volume, kept,
+                                                              "mysql datadir")
+            result.update(kept_datadir=kept_in.pop("kept_path", str(kept)), **kept_in)
         result["gtid_state"] = continue_gtid(params, plan["binlog_position"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -1152,43 +1154,6 @@ def _runs_commands(service: Any) -> bool:
     with this host's mariabackup (checked against the backup's version like any other).
     """
     return getattr(service, "manager", "") not in ("docker", "")
-
-
-def compose_volume_of(service: Any, datadir: Path) -> Optional[str]:
-    """The name of the volume whose folder is ``datadir`` when the server runs in a container, else None.
-
-    A container's datadir is usually a named volume: the datadir it replaces is then kept in a
-    volume of its own (:func:`keep_in_volume`), never left in the volume's folder. A bind mount
-    (no volume has that folder) keeps the old datadir beside it like a host's. Raises
-    ConnectionFailure when the engine does not answer (before anything has changed).
-    """
-    if getattr(service, "manager", "") != "docker":
-        return None
-    from ansible_collections.lifeboat.dr.plugins.module_utils.util import compose_volumes
-
-    try:
-        return compose_volumes.volume_at(compose_volumes.client_for(getattr(service, "base_url", None)),
-                                         str(datadir)).name
-    except NotFound:
-        return None
-
-
-def keep_in_volume(service: Any, volume: str, kept: Path) -> dict[str, Any]:
-    """Move the replaced datadir ``kept`` (beside the volume's folder) into a new volume
-    ``<volume>-lifeboat-kept-<time>`` labelled with its origin (one rename). Returns
-    ``kept_datadir`` (its new folder) and ``kept_volume``; on failure the datadir stays at
-    ``kept`` and the failure is logged, never raised (the restore itself succeeded)."""
-    from ansible_collections.lifeboat.dr.plugins.module_utils.util import compose_volumes
-
-    try:
-        done = compose_volumes.keep_folder_as_volume(
-            compose_volumes.client_for(getattr(service, "base_url", None)), volume, kept)
-    except (LifeboatError, OSError) as err:
-        log.warning("mysql: the replaced datadir stays at %s: moving it into a volume of its own failed: %s",
-                    kept, err)
-        return {"kept_volume_error": str(err)}
-    log.info("mysql: the replaced datadir of volume %s is kept in volume %s", volume, done.kept_volume)
-    return {"kept_datadir": done.kept_path, "kept_volume": done.kept_volume}
 
 
 def _roll_back(service: Any, path: Path, kept: Path, stamp: str, params: my.ConnParams, timeout_s: float) -> Path:

@@ -53,7 +53,7 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.components.redis.conn 
     RedisConnection,
     RedisParams,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.util import rundirs
+from ansible_collections.lifeboat.dr.plugins.module_utils.util import compose_volumes, rundirs
 from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     BackupFailed,
     ConfigError,
@@ -794,6 +794,7 @@ def restore_redis_from(backup_set: BackupSet, keyring: KeyRing, *, service: Any,
     if not data_path.is_dir():
         raise ConfigError(f"Redis data dir {data_dir} does not exist", hint="set data_dir to the server's dir")
     layout = {**_persistence_layout(None, data_dir), **(layout or {})}
+    volume = compose_volumes.volume_of_service_folder(service, data_path)  # engine reachable: before any change
     staged = _stage_rdb(backup_set, keyring, data_path, progress, reference_check)
     try:
         previous_rdb = data_path / layout["dbfilename"]
@@ -829,11 +830,15 @@ def restore_redis_from(backup_set: BackupSet, keyring: KeyRing, *, service: Any,
             raise
     finally:
         shutil.rmtree(staged.folder, ignore_errors=True)
+    kept_in: dict[str, Any] = {}
     if not moved:
         shutil.rmtree(kept, ignore_errors=True)
+    elif volume is not None:        # Compose: the replaced files go into a labelled volume of their own
+        kept_in = compose_volumes.keep_replaced_in_volume(getattr(service, "base_url", None), volume, kept,
+                                                          "redis data")
     LOG.info("redis: restored set %s into %s: %d keys", backup_set.set_id, data_dir, sum(counts.values()))
     return {"changed": True, "set_id": backup_set.set_id, "data_dir": str(data_dir),
-            "previous_data": str(kept) if moved else None, "moved_aside": moved,
+            "previous_data": kept_in.pop("kept_path", str(kept)) if moved else None, "moved_aside": moved, **kept_in,
             "keys_per_db": {str(db): n for db, n in sorted(counts.items())},
             "expected_keys_per_db": {str(db): list(r) for db, r in sorted(expected.items())},
             "rdb_version": staged.report.version, "rdb_size": staged.report.size,
