@@ -101,7 +101,7 @@ options:
       - With O(method=physical), where mariabackup runs - the server's deployment target (see
         M(lifeboat.dr.service)). Default this host (the process lab, a server on the same machine).
       - C(docker) runs mariabackup inside the server's container (exec through the Docker API, its
-        stdout streamed out; the credentials reach it on its stdin, never in a file there): the image
+        stdout streamed out; the credentials reach it on its stdin, never in a file there). The image
         must contain mariadb-backup of the server's version. A host-side mariabackup cannot back up a
         container's server - it reads the datadir the server names, a path inside the container.
     type: str

@@ -95,6 +95,11 @@ def assert_the_project_files_come_back_from_the_set(layout, set_id: str, dest: P
         restored = dest / "outside" / (secrets_dir / name).relative_to("/")
         assert restored.read_bytes() == (secrets_dir / name).read_bytes()
         assert restored.stat().st_mode & 0o777 == 0o600
+    compose_dir = compose_lab_module.COMPOSE_FILE.parent
+    for rel in ("bin/entry.sh", "mariadb.cnf"):   # read-only bind mounts: the project's configuration
+        assert (dest / rel).read_bytes() == (compose_dir / rel).read_bytes(), rel
+    app_code = (compose_dir.parent / "demoapp").resolve()
+    assert (dest / "outside" / app_code.relative_to("/") / "app.py").read_bytes() == (app_code / "app.py").read_bytes()
     project = json.loads((dest / "lifeboat-project.json").read_text())
     assert project["project"] == layout.project
     assert sorted(i["service"] for i in project["images"]) == sorted(compose_lab_module.SERVICES.values())

@@ -13,6 +13,8 @@ on a Compose deployment stores, encrypted like everything else:
 * the secret files: the host files bind-mounted at ``/run/secrets/<name>`` in the project's
   containers (what the engine really mounted), and top-level ``secrets: {file: ...}`` paths
   without variables;
+* the configuration: every file of the host paths bind-mounted *read-only* into the containers
+  (scripts, ``my.cnf``, an app's code; read-write bind mounts are data, the components' job);
 * ``project.json`` (plain, no secrets): each file's original path, role, mode and owner; each
   container's image reference, image id and repo digests; the variables the compose files
   use (``${NAME}``) and whether the ``.env`` file defines them -- variables given only in the
@@ -56,6 +58,7 @@ CONFIG_FILES_LABEL = "com.docker.compose.project.config_files"
 SECRETS_MOUNT = "/run/secrets/"
 PRIVATE_ROLES = ("env", "secret")
 MAX_FILE_BYTES = 16 << 20
+MAX_CONFIG_FILES = 2000        # files below one read-only bind mount (more: it is data)
 VARIABLE = re.compile(r"(?<!\$)\$\{?([A-Za-z_][A-Za-z0-9_]*)")  # $$ escapes a dollar
 CHUNK = 1 << 20
 
@@ -120,6 +123,40 @@ def mounted_secrets(containers: list[Any]) -> list[str]:
     return found
 
 
+def readonly_bind_mounts(containers: list[Any]) -> list[str]:
+    """Host paths bind-mounted *read-only* into the project's containers (not under ``/run/secrets/``).
+
+    A read-only bind mount is configuration the project ships (scripts, ``my.cnf``, an app's code):
+    part of its definition, stored with it. A read-write bind mount is data: the components back
+    it up (a MariaDB datadir, app storage), not this one.
+    """
+    found = []
+    for container in containers:
+        for mount in container.attrs.get("Mounts") or []:
+            if (mount.get("Type") == "bind" and mount.get("RW") is False and mount.get("Source")
+                    and not str(mount.get("Destination", "")).startswith(SECRETS_MOUNT)):
+                found.append(str(mount["Source"]))
+    return sorted(set(found))
+
+
+def files_below(path: str) -> list[str]:
+    """``path`` itself when it is a file, else the regular files below it (symbolic links, caches and
+    anything else skipped), in order. ConfigError past MAX_CONFIG_FILES: a folder that large is data."""
+    if not os.path.isdir(path):
+        return [path]
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            if os.path.isfile(full) and not os.path.islink(full):
+                found.append(full)
+        if len(found) > MAX_CONFIG_FILES:
+            raise ConfigError(f"the read-only bind mount {path} of the Compose project holds more than "
+                              f"{MAX_CONFIG_FILES} files", hint="a folder this large is data: back it up as app files")
+    return found
+
+
 def image_refs(client: Any, containers: list[Any]) -> list[dict[str, Any]]:
     """Per container: service, name, the image it was created from, the image id and repo digests/tags."""
     refs = []
@@ -180,6 +217,9 @@ def discover_project(client: Any, project: str, compose_files: Optional[list[str
                    if "=" in line and not line.lstrip().startswith("#")}
     for secret in mounted_secrets(containers):
         wanted.setdefault(secret, "secret")
+    for mounted in readonly_bind_mounts(containers):
+        for path in files_below(mounted):
+            wanted.setdefault(path, "config")
     return {"project": project, "working_dir": working_dir,
             "compose_files": [os.path.relpath(f, working_dir) if f.startswith(working_dir + "/") else f for f in files],
             "files": [describe_file(path, role) for path, role in wanted.items()],

@@ -48,3 +48,46 @@ def test_a_destination_that_holds_anything_is_refused_and_a_new_or_empty_one_acc
     with pytest.raises(ConfigError, match="exists and is not an empty folder"):
         engine.check_destination(str(tmp_path / "full"))
     assert engine.variables_to_supply({"variables": {"A": True, "B": False}}) == ["B"]
+
+
+class _Container:
+    def __init__(self, mounts):
+        self.attrs = {"Mounts": mounts}
+
+
+def test_read_only_bind_mounts_are_configuration_read_write_ones_and_volumes_are_data():
+    containers = [
+        _Container([{"Type": "volume", "Source": "/var/lib/containers/volumes/db/_data", "RW": True},
+                    {"Type": "bind", "Source": "/srv/shop/my.cnf", "Destination": "/etc/mysql/my.cnf", "RW": False},
+                    {"Type": "bind", "Source": "/srv/shop/uploads", "Destination": "/data", "RW": True},
+                    {"Type": "bind", "Source": "/srv/shop/secrets/db", "Destination": "/run/secrets/db", "RW": False}]),
+        _Container([{"Type": "bind", "Source": "/srv/shop/bin", "Destination": "/opt/bin", "RW": False},
+                    {"Type": "bind", "Source": "/srv/shop/my.cnf", "Destination": "/etc/mysql/my.cnf", "RW": False}]),
+    ]
+    assert engine.readonly_bind_mounts(containers) == ["/srv/shop/bin", "/srv/shop/my.cnf"], \
+        "each once; secrets are stored as secrets"
+
+
+def test_a_mounted_folder_gives_its_regular_files_without_links_or_caches(tmp_path):
+    (tmp_path / "bin" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "bin" / "entry.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "lib").mkdir()
+    (tmp_path / "bin" / "lib" / "x.py").write_text("x = 1\n")
+    (tmp_path / "bin" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (tmp_path / "bin" / "link").symlink_to(tmp_path / "bin" / "entry.sh")
+    assert engine.files_below(str(tmp_path / "bin")) == [str(tmp_path / "bin" / "entry.sh"),
+                                                         str(tmp_path / "bin" / "lib" / "x.py")]
+    assert engine.files_below(str(tmp_path / "bin" / "entry.sh")) == [str(tmp_path / "bin" / "entry.sh")]
+
+
+def test_a_huge_read_only_folder_is_refused_as_data(tmp_path, monkeypatch):
+    import pytest
+
+    from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError
+
+    monkeypatch.setattr(engine, "MAX_CONFIG_FILES", 3)
+    for i in range(5):
+        (tmp_path / f"f{i}").write_text("x")
+    with pytest.raises(ConfigError, match="more than 3 files") as err:
+        engine.files_below(str(tmp_path))
+    assert "app files" in err.value.hint
