@@ -25,7 +25,10 @@ Each of ``--runs`` rounds times, one after the other (so they see about the same
   log as restore.yml does by default -- myloader does not unless asked); Redis stop, RDB copied in as ``dump.rdb`` and
   as the base of a fresh AOF (the lab runs ``appendonly yes``), start (waits for PING);
   the storage emptied then ``zstd -dc | tar -x``; ``bao operator raft snapshot restore
-  -force``. App stop/start (which restore.yml also does) is timed apart.
+  -force``. App stop/start (which restore.yml also does) is timed apart;
+* with ``--mysql-physical`` (issue 20): ``backup.yml -e mysql_method=physical`` and
+  ``restore.yml`` of that set (MySQL restored by files, safety copy off), reported beside
+  the logical restore.yml (safety copy off).
 
 The inventory is ``inventories/lab`` with ``LAB_STATE_DIR`` in the environment (its
 group_vars read it), i.e. it points at the private lab. Goal (issue): full restore
@@ -147,7 +150,9 @@ class PrivateLab:
                 my.execute(conn, f"DROP DATABASE `{name}`")
         finally:
             conn.close()
-        for path in list(self.state_dir.glob("*.lbprev-*")) + list(self.state_dir.glob("*/*.lbprev-*")):
+        # the physical MySQL restore keeps the replaced datadir as <datadir>.lbprev_<time>
+        for path in [*self.state_dir.glob("*.lbprev-*"), *self.state_dir.glob("*/*.lbprev-*"),
+                     *self.state_dir.glob("*/*.lbprev_*")]:
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -339,8 +344,28 @@ def raw_copy(lab: PrivateLab, work: Path) -> float:
 
 # ----------------------------------------------------------------------------- one round
 
+PHYSICAL_BACKUP = "lifeboat backup.yml (physical MySQL)"
+PHYSICAL_RESTORE = "lifeboat restore.yml (physical MySQL base, safety copy off)"
+
+
+def physical_round(lab: PrivateLab, work: Path, info: dict[str, Any], out: dict[str, Any]) -> list[Any]:
+    """``--mysql-physical``: the same full backup with ``-e mysql_method=physical`` and restore.yml of
+    that set (MySQL restored by files), safety copy off as in the logical figure it is set beside."""
+    store = Path(lab.env["LAB_STORE"])
+    before = sets_in(store)
+    out[PHYSICAL_BACKUP], _steps = run_playbook(["playbooks/backup.yml", "-e", "mysql_method=physical"],
+                                                work / "backup_physical.log")
+    set_id = newest_set(store, before)
+    out[PHYSICAL_RESTORE], steps = run_playbook(
+        ["playbooks/restore.yml", "-e", "confirm=yes", "-e", f"backup_id={set_id}",
+         "-e", "lifeboat_restore_safety_copy=false"], work / "restore_physical.log")
+    check_restored(lab, info)
+    lab.remove_kept_aside()
+    return steps
+
+
 def one_round(lab: PrivateLab, work: Path, cnf: str, info: dict[str, Any], empty: Path, ping: Path,
-              first: bool) -> dict[str, Any]:
+              first: bool, physical: bool = False) -> dict[str, Any]:
     """Everything once, in a fixed order; returns wall seconds and (first round) playbook timelines."""
     out: dict[str, Any] = {"load_start": load_average()}
     store = Path(lab.env["LAB_STORE"])
@@ -362,11 +387,14 @@ def one_round(lab: PrivateLab, work: Path, cnf: str, info: dict[str, Any], empty
     lab.remove_kept_aside()
     out["peer restore"] = peer_restore(lab, work, cnf)
     check_restored(lab, info)
+    physical_steps = physical_round(lab, work, info, out) if physical else []
     out["load_end"] = load_average()
     if first:
         out["timeline"] = {"backup.yml": slowest(backup_steps), "restore.yml": slowest(restore_steps),
                            "restore.yml safety copy off": slowest(restore_nosafety_steps),
                            "task_headers": {"backup.yml": len(backup_steps), "restore.yml": len(restore_steps)}}
+        if physical:
+            out["timeline"]["restore.yml physical MySQL base"] = slowest(physical_steps)
     return out
 
 
@@ -408,7 +436,20 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "restore (safety copy off) minus empty play / peer restore sum": round((lb_r_off - empty) / sum_r, 2),
         },
         "goal": "restore.yml <= 1.2x the sum of the peers' restore times (ratio = Lifeboat / peers, lower is better)",
+        **physical_summary(rounds, lb_r_off),
     }
+
+
+def physical_summary(rounds: list[dict[str, Any]], logical_restore_s: float) -> dict[str, Any]:
+    """With ``--mysql-physical``: the medians of the physical-base backup and restore, and the restore
+    beside the logical one (both safety copy off)."""
+    if PHYSICAL_RESTORE not in rounds[0]:
+        return {}
+    restore = median([r[PHYSICAL_RESTORE] for r in rounds])
+    return {"physical_mysql_base": {
+        "median_s": {PHYSICAL_BACKUP: median([r[PHYSICAL_BACKUP] for r in rounds]), PHYSICAL_RESTORE: restore,
+                     "lifeboat restore.yml (logical MySQL base, safety copy off)": logical_restore_s},
+        "restore physical base / logical base": round(restore / logical_restore_s, 2)}}
 
 
 # ----------------------------------------------------------------------------- main
@@ -421,6 +462,8 @@ def main() -> int:
     ap.add_argument("--port-base", type=int, default=7000, help="LAB_PORT_BASE of the private lab")
     ap.add_argument("--keep-lab", action="store_true", help="leave the private lab up afterwards")
     ap.add_argument("--output", default=str(RESULTS))
+    ap.add_argument("--mysql-physical", action="store_true",
+                    help="also back up with a physical MySQL base and time restore.yml of that set (issue 20)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lbsys-"))
     lab = PrivateLab(Path(args.state_dir).resolve() if args.state_dir else work / "lab", args.port_base)
@@ -436,7 +479,8 @@ def main() -> int:
         rounds = []
         with my.option_file(lab.mysql_params()) as cnf:
             for i in range(args.runs):
-                rounds.append(one_round(lab, work, str(cnf), info, empty, ping, first=(i == 0)))
+                rounds.append(one_round(lab, work, str(cnf), info, empty, ping, first=(i == 0),
+                                        physical=args.mysql_physical))
                 print(f"round {i + 1}: {json.dumps({k: v for k, v in rounds[-1].items() if k != 'timeline'})}",
                       flush=True)
         result = {"size_mb": args.size, "runs": args.runs, "started": started, "cpus": os.cpu_count(),
@@ -449,7 +493,8 @@ def main() -> int:
             lab.down()
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("size_mb", "median_s", "ratios")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("size_mb", "median_s", "ratios", "physical_mysql_base") if k in result},
+                     indent=2))
     if not args.keep_lab:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -116,7 +116,7 @@ def keep_folder_as_volume(client: Any, volume_name: str, folder: Path, *,
     volume is on another file system (the new, empty volume is removed again).
     """
     name, target = _create_kept_volume(client, volume_name, folder, now)
-    entries = sum(1 for _ in folder.iterdir())
+    entries = len(list(folder.iterdir()))
     os.rename(folder, target)             # replaces the new volume's empty folder
     return KeptVolume(volume=volume_name, kept_volume=name, kept_path=str(target), entries=entries)
 

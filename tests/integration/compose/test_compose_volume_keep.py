@@ -91,8 +91,8 @@ def test_the_module_in_check_mode_says_what_would_move_and_moves_nothing(compose
     assert sorted(p.name for p in Path(path).iterdir()) == ["demo", "ibdata1"]
 
 
-def test_a_whole_replaced_folder_beside_the_volume_becomes_a_labelled_volume_in_one_rename(docker_client,
-                                                                                         scratch_volume):
+def test_a_whole_replaced_folder_beside_the_volume_becomes_a_labelled_volume_in_one_rename(
+        docker_client, scratch_volume):
     """A physical restore's replaced datadir (a folder beside the volume's ``_data``) moves into a kept
     volume of its own: same inode (a rename, not a copy), owner and mode kept, nothing left beside."""
     root = Path(scratch_volume.attrs["Mountpoint"])
