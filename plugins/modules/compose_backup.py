@@ -18,8 +18,9 @@ description:
     C(.env) file of its folder and every service's C(env_file), the secret files its containers
     mount under C(/run/secrets/), every file of the host paths its containers bind-mount read-only
     (configuration; read-write bind mounts are data, the components back them up) - and a plain
-    C(compose/project.json) with each file's path, role, mode and owner, each container's image reference, image id and repo digests, and the
-    variables the compose files use (marking those no file defines).
+    C(compose/project.json) with each file's path, role, mode and owner, each container's image
+    reference, image id and repo digests, and the variables the compose files use (marking those no
+    file defines).
   - Run it where the project's files are (the Docker host). Restore with M(lifeboat.dr.compose_restore).
   - Without C(set_id) (a set of its own), each run appends a C(backup) job record and an audit record
     to the store; with C(set_id) the set's record is written when M(lifeboat.dr.backup_set) publishes
