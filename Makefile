@@ -58,6 +58,7 @@ test-slow: lab-up
 	$(PYTEST) tests -m slow --durations=25 --html=reports/test-slow-report.html --self-contained-html
 
 bench: lab-up
+	@bash scripts/bench-peers.sh
 	$(PY) -m bench.run_all
 
 build: setup

@@ -20,8 +20,11 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("bench.bench_pitr", ["--events", str(int(500_000 * SCALE))]),
     ("bench.bench_redis", ["--size", str(int(500 * SCALE))]),
     ("bench.bench_files", ["--size", str(int(1000 * SCALE))]),
-    # full system through the playbooks, on a private lab (ports +7000); one round at 1 GB
-    ("bench.bench_system", ["--size", str(int(1000 * SCALE)), "--runs", "1"]),
+    # physical MySQL backups against mariabackup | zstd (issue 20)
+    ("bench.bench_physical", ["--size", str(int(1000 * SCALE)), "--pairs", "3"]),
+    # full system through the playbooks, on a private lab (ports +7000); one round at 1 GB, the
+    # physical MySQL base's restore.yml beside the logical one
+    ("bench.bench_system", ["--size", str(int(1000 * SCALE)), "--runs", "1", "--mysql-physical"]),
 ]
 
 
