@@ -32,6 +32,10 @@ description:
     run left are cleaned up by the next physical restore (a datadir one of them had already replaced is kept as
     C(<datadir>.lbprev_<time>)). The restored server's binlog history branches at the set's position; when the
     store archives its binlogs, a new archive generation records it (see RV(timeline)).
+  - On a Compose deployment (O(service_manager=docker)) whose datadir is a named volume's folder, the version
+    checked is the container's own C(mariadbd) (by exec, or in a throwaway container of its image when the
+    server is stopped), and once the health gate passed the replaced datadir moves into a new volume
+    C(<volume>-lifeboat-kept-<time>) labelled C(lifeboat.kept-from) and C(lifeboat.kept-at) (RV(kept_volume)).
   - Tested on MariaDB 10.11; MySQL 8 is untested (see docs/mysql.md).
   - Each run (outside check mode) appends a C(restore) job record to C(<store>/jobs/history.jsonl) and an
     audit record; a restore that passed its check is recorded with C(details.verified=true) and
@@ -199,6 +203,11 @@ method:
 kept_datadir:
   description: For a physical set, where the replaced datadir was moved (kept; Lifeboat never deletes it).
   returned: success with a physical set
+  type: str
+kept_volume:
+  description: For a physical set restored into a Compose service's named volume, the volume now holding
+    the replaced datadir.
+  returned: success with a physical set and a named volume as datadir
   type: str
 cleaned_leftovers:
   description:
