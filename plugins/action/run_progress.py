@@ -18,6 +18,12 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.store.runstatus import
 
 display = Display()
 
+#: Between the progress lines the job is polled silently, each wait at most this share of the time
+#: it has run so far (at least MIN_BEAT_S): a step is seen finished at most 1/8 of its run time after
+#: it ends, and a long run is polled ~8 ln(T) times, not once a second.
+SILENT_BEAT_SHARE = 0.125
+MIN_BEAT_S = 1.0
+
 
 def stdout_is_json() -> bool:
     """True when the stdout callback writes one JSON document (progress lines then go to stderr)."""
@@ -56,24 +62,24 @@ class ActionModule(ActionBase):
         (the run then stops itself).
 
         Schedule (fixed times from the start, not drifting by the polls' own time): the lines are
-        due at ``interval``, ``2 x interval``, ... and a poll lands on each. Before the first line
-        the polls come 1, 3, 7, ... s after the start (beats doubling), silently, so a step of a
-        second or two ends as soon as it is done, not after a whole interval. A tethered run (the
+        due at ``interval``, ``2 x interval``, ... and a poll lands on each. Between them the job
+        is polled silently, each wait at most :data:`SILENT_BEAT_SHARE` of the time run so far (at
+        least :data:`MIN_BEAT_S`): a step is seen finished soon after it ends (a 21 s restore step
+        at 23 s, not at the next line at 30 s: that wait was part of every RTO). A tethered run (the
         module says its host cannot see this controller) is polled at most :data:`TETHER_BEAT_S`
-        apart, silently between the lines. Each poll tells the module the longest wait until the
-        next one (``poll_beat_s``, the tether's promise).
+        apart. Each poll tells the module the longest wait until the next one (``poll_beat_s``,
+        the tether's promise).
         """
         controller = os.getppid()  # the ansible-playbook process that forked this worker
         start = time.monotonic()
-        line_due, early_beat, tethered = start + interval, 1.0, False
-        scheduled = start + min(early_beat, interval)
+        line_due, tethered = start + interval, False
+        scheduled = start + min(MIN_BEAT_S, interval)
         while True:
             time.sleep(max(0.0, scheduled - time.monotonic()))
             if os.getppid() != controller:
                 return {"failed": True, "finished": False,
                         "msg": "run_progress: the controller (ansible-playbook) is gone; the run stops itself"}
-            early = scheduled < start + interval
-            beat = min(interval, 2 * early_beat) if early else interval
+            beat = silent_beat(scheduled - start, interval)
             beat = min(beat, TETHER_BEAT_S) if tethered else beat
             module_args["poll_beat_s"] = beat
             result = self._execute_module(module_name="lifeboat.dr.run_progress", module_args=module_args,
@@ -92,6 +98,10 @@ class ActionModule(ActionBase):
                 line_due += interval
                 while line_due <= now:  # a poll that took longer than an interval: no burst of lines
                     line_due += interval
-            if early:
-                early_beat *= 2
             scheduled = max(min(scheduled + beat, line_due), now + 0.05)
+
+
+def silent_beat(elapsed_s: float, interval_s: float) -> float:
+    """Seconds until the next silent poll of a job that has run ``elapsed_s``: its share
+    :data:`SILENT_BEAT_SHARE` of that, at least :data:`MIN_BEAT_S`, at most one interval."""
+    return min(interval_s, max(MIN_BEAT_S, elapsed_s * SILENT_BEAT_SHARE))
