@@ -20,8 +20,7 @@ display = Display()
 
 #: Between the progress lines the job is polled silently, each wait at most this share of the time
 #: it has run so far (at least MIN_BEAT_S): a step is seen finished at most half its run time after
-#: it ends (and at most one interval), with few polls: each poll is a module run on the host, and
-#: 1-second polls cost a 2-core host enough CPU to slow the steps themselves (measured in CI).
+#: it ends (and at most one interval), with few polls: each poll is a module run on the host.
 SILENT_BEAT_SHARE = 0.5
 MIN_BEAT_S = 1.0
 
