@@ -201,3 +201,54 @@ def remove_kept_volumes(inv: DrillInventory, since: float) -> list[str]:
             volume.remove(force=True)
             removed.append(volume.name)
     return removed
+
+
+WORKING_DIR_LABEL = "com.docker.compose.project.working_dir"
+
+
+def project_name(inv: DrillInventory) -> str:
+    return str(inv.any_var("lifeboat_compose_project"))
+
+
+def project_containers(inv: DrillInventory, docker_client: Any | None = None) -> list[Any]:
+    """Every container (any state) of the inventory's Compose project."""
+    return (docker_client or client(inv)).containers.list(
+        all=True, filters={"label": [f"{PROJECT_LABEL}={project_name(inv)}"]})
+
+
+def project_volumes(inv: DrillInventory, docker_client: Any | None = None) -> list[Any]:
+    """The named volumes of the inventory's Compose project (label ``com.docker.compose.project``;
+    the volumes Lifeboat kept aside carry no such label)."""
+    return (docker_client or client(inv)).volumes.list(filters={"label": f"{PROJECT_LABEL}={project_name(inv)}"})
+
+
+def remove_project(inv: DrillInventory) -> tuple[list[str], list[str], str]:
+    """Remove every container of the project (SIGKILL; a container others depend on goes after
+    them) and then every named volume of the project. Returns ``(containers, volumes, working
+    folder)``: the folder the containers were created from (label), which this does not touch."""
+    import docker
+
+    docker_client = client(inv)
+    left = project_containers(inv, docker_client)
+    if not left:
+        raise NotDrillable(f"Compose project {project_name(inv)!r} has no container -- is the compose lab up?")
+    working_dir = left[0].labels.get(WORKING_DIR_LABEL, "")
+    removed: list[str] = []
+    while left:
+        blocked = []
+        for found in left:
+            try:
+                found.remove(force=True)
+                removed.append(found.name)
+            except docker.errors.APIError as err:
+                if "dependent containers" not in str(err):
+                    raise
+                blocked.append(found)
+        if len(blocked) == len(left):
+            raise NotDrillable(f"containers {[c.name for c in left]} cannot be removed (each has dependants)")
+        left = blocked
+    volumes = []
+    for volume in project_volumes(inv, docker_client):
+        volume.remove(force=True)
+        volumes.append(volume.name)
+    return removed, volumes, working_dir

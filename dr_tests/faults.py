@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -240,14 +241,19 @@ class RedisDataLoss(Fault):
 
 
 class WipeEverything(Fault):
-    """kill -9 every service, then delete the contents of every data folder."""
+    """kill -9 every service, then delete the contents of every data folder.
+
+    On Compose: every container of the project removed (SIGKILL), every named volume of the project
+    removed, and the project's folder (compose file, .env, secrets, configuration; the folder the
+    containers were created from) deleted -- an engine and host that lost the whole project, to be
+    rebuilt from the store alone. The images stay (they come from a registry, not from backups)."""
 
     name = "wipe_everything"
+    project_dir: Path | None = None       # on Compose: the project's folder, deleted by inject()
 
     def inject(self) -> str:
         if self.compose:
-            raise NotDrillable("wipe_everything on a Compose deployment is not drilled yet: it must remove the "
-                               "project's containers and volumes and rebuild from the store alone (issue #19)")
+            return self.remove_compose_project()
         killed = [f"{service} ({self.kill9(service)})" for service in ("app", "vault", "redis", "mysql")]
         folders = self.folders()
         for group, folder in folders:
@@ -255,6 +261,18 @@ class WipeEverything(Fault):
                 raise NotDrillable(f"data folder of {group} is not set in the inventory")
             self.host(group).run_expect([0], f"find '{folder}' -mindepth 1 -delete")
         return f"kill -9 {', '.join(killed)}; emptied {', '.join(str(f) for _, f in folders)}"
+
+    def remove_compose_project(self) -> str:
+        removed, volumes, working_dir = containers.remove_project(self.inv)
+        state_dir = Path(str(self.inv.any_var("lifeboat_state_dir")))
+        folder = Path(working_dir)
+        if not working_dir or state_dir not in folder.parents:
+            raise NotDrillable(f"the project's folder {working_dir!r} is not inside the lab's state folder "
+                               f"{state_dir}: the drill deletes only a lab's own project folder")
+        shutil.rmtree(folder)
+        self.project_dir = folder
+        return (f"removed containers {', '.join(sorted(removed))} and volumes {', '.join(sorted(volumes))} "
+                f"(Docker API); deleted the project folder {folder}")
 
     def folders(self) -> list[tuple[str, str]]:
         return [
@@ -265,12 +283,30 @@ class WipeEverything(Fault):
         ]
 
     def verify_effect(self) -> None:
+        if self.compose:
+            problems = [f"container {c.name} still exists" for c in containers.project_containers(self.inv)]
+            problems += [f"volume {v.name} still exists" for v in containers.project_volumes(self.inv)]
+            if self.project_dir is None or self.project_dir.exists():
+                problems.append(f"the project folder {self.project_dir} still exists")
+            self.require(problems)
+            return
         problems = self.service_down_problems("app", "vault", "redis", "mysql")
         for group, folder in self.folders():
             left = self.host(group).run(f"find '{folder}' -mindepth 1 -maxdepth 1 | head -3").stdout.split()
             if left:
                 problems.append(f"{folder} is not empty ({', '.join(left)})")
         self.require(problems)
+
+    def cleanup(self) -> None:
+        """On Compose, when the recovery did not bring the project back, ``lab up`` makes it anew (project
+        folder, containers, volumes, seeded data) so later drills find a lab."""
+        super().cleanup()
+        if self.compose and self.project_dir is not None and not all(
+                containers.is_running(self.inv, component) for component in ("mysql", "redis", "vault", "app")):
+            command = str(self.inv.any_var("lifeboat_lab_command") or "").split()
+            if command:
+                subprocess.run([*command, "-q", "up", "--kind", "compose"], capture_output=True, check=False,
+                               timeout=600)
 
 
 class PartitionDb(Fault):

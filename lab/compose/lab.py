@@ -58,7 +58,9 @@ from lab.layout import REPO_DIR, Layout, port_offset_from_env
 from lab.secrets import ensure_key_files, ensure_secrets, make_private_dir, write_private_file
 
 COMPOSE_DIR = Path(__file__).resolve().parent
+#: The compose file's template: copied into the lab's project folder (:attr:`ComposeLayout.project_dir`).
 COMPOSE_FILE = COMPOSE_DIR / "compose.yml"
+DEMOAPP_DIR = COMPOSE_DIR.parent / "demoapp"
 STATE_ENV = "LAB_COMPOSE_STATE_DIR"
 #: Compose service of each lab component (the compose file labels them ``lifeboat.component``).
 SERVICES = {"mysql": "db", "redis": "cache", "vault": "vault", "app": "app"}
@@ -129,13 +131,32 @@ class ComposeLayout(Layout):
     def network_dir(self) -> Path:
         return self.compose_dir / "networks"
 
+    # --- the Compose project's folder: everything ``up`` needs, relative paths, as a user keeps it
+    @property
+    def project_dir(self) -> Path:
+        return self.state_dir / "project"
+
+    @property
+    def compose_file(self) -> Path:
+        return self.project_dir / "compose.yml"
+
+    @property
+    def env_file(self) -> Path:
+        """The project's ``.env`` (0600): the variables the compose file uses (addresses, ports, image)."""
+        return self.project_dir / ".env"
+
     @property
     def secrets_dir(self) -> Path:
-        return self.compose_dir / "secrets"
+        return self.project_dir / "secrets"
 
     @property
     def conf_dir(self) -> Path:
-        return self.compose_dir / "conf"
+        return self.project_dir / "conf"
+
+    @property
+    def app_token_file(self) -> Path:
+        """The demo app's OpenBao token: a Compose secret of the project."""
+        return self.secrets_dir / "app_vault_token"
 
     @property
     def api_socket(self) -> Path:
@@ -206,7 +227,9 @@ def load_compose_layout(state_dir: str | os.PathLike | None = None) -> ComposeLa
 def write_lab_json(layout: ComposeLayout) -> None:
     make_private_dir(layout.state_dir)
     data = dict(layout.to_json(), kind="compose", project=layout.project, subnet=layout.subnet,
-                docker_host=layout.docker_host, compose_file=str(COMPOSE_FILE), services=dict(SERVICES),
+                docker_host=layout.docker_host, compose_file=str(layout.compose_file),
+                project_dir=str(layout.project_dir), compose_command=[podman_compose_binary()],
+                compose_environment=podman_only_env(layout), services=dict(SERVICES),
                 volumes={component: layout.volume_name(component) for component in SERVICES},
                 volume_paths={component: str(layout.volume_path(component)) for component in SERVICES})
     write_private_file(layout.state_dir / "lab.json", json.dumps(data, indent=2) + "\n")
@@ -254,10 +277,14 @@ def write_podman_conf(layout: ComposeLayout) -> None:
     layout.storage_conf.write_text(render_storage_conf(layout))
 
 
+def podman_only_env(layout: ComposeLayout) -> dict[str, str]:
+    """The variables that make podman (and podman-compose) this lab's: its configuration and store."""
+    return {"CONTAINERS_CONF": str(layout.containers_conf), "CONTAINERS_STORAGE_CONF": str(layout.storage_conf)}
+
+
 def podman_env(layout: ComposeLayout) -> dict[str, str]:
     """Environment of every podman / podman-compose call of this lab (no secrets in it)."""
-    return dict(procs.BASE_ENV, CONTAINERS_CONF=str(layout.containers_conf),
-                CONTAINERS_STORAGE_CONF=str(layout.storage_conf))
+    return dict(procs.BASE_ENV, **podman_only_env(layout))
 
 
 def podman(layout: ComposeLayout, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -459,17 +486,20 @@ def docker_client(layout: ComposeLayout, timeout: int = 60):
 
 
 # --- compose -----------------------------------------------------------------------------------
-def compose_env(layout: ComposeLayout, image: str) -> dict[str, str]:
-    """Variables the compose file interpolates (addresses, ports, paths; never a secret)."""
-    env = podman_env(layout)
-    env.update(LIFEBOAT_IMAGE=image, LAB_SUBNET=layout.subnet,
-               LAB_COMPOSE_SECRETS_DIR=str(layout.secrets_dir), LAB_COMPOSE_CONF_DIR=str(layout.conf_dir),
-               LAB_APP_TOKEN_FILE=str(layout.app_token_file))
+def project_variables(layout: ComposeLayout, image: str) -> dict[str, str]:
+    """The variables the compose file interpolates, kept in the project's ``.env`` (addresses,
+    ports, MACs, the subnet and the image; never a secret)."""
+    env = {"LIFEBOAT_IMAGE": image, "LAB_SUBNET": layout.subnet}
     for component in SERVICES:
         env[f"LAB_{component.upper()}_IP"] = layout.host_for(component)
         env[f"LAB_{component.upper()}_MAC"] = mac_for(layout.host_for(component))
         env[f"LAB_{component.upper()}_PORT"] = str(layout.port(component))
     return env
+
+
+def render_env_file(variables: dict[str, str]) -> str:
+    lines = ["# Written by `python -m lab up --kind compose`: the variables of compose.yml (no secrets)."]
+    return "\n".join(lines + [f"{name}={value}" for name, value in sorted(variables.items())]) + "\n"
 
 
 def mac_for(ipv4: str) -> str:
@@ -486,10 +516,14 @@ def podman_compose_binary() -> str:
 
 
 def compose(layout: ComposeLayout, image: str, *args: str, timeout: float = 600) -> str:
-    """Run ``podman-compose -p PROJECT -f compose.yml ARGS``; its output, or :class:`LifeboatError`."""
-    argv = [podman_compose_binary(), "-p", layout.project, "-f", str(COMPOSE_FILE), *args]
-    result = subprocess.run(argv, capture_output=True, text=True, env=compose_env(layout, image), timeout=timeout,
-                            check=False, cwd=str(COMPOSE_DIR))
+    """Run ``podman-compose -p PROJECT -f <project>/compose.yml ARGS`` in the project folder (its
+    ``.env`` gives the variables; the folder is written first when missing); its output, or
+    :class:`LifeboatError`."""
+    if not layout.compose_file.exists():
+        write_project_folder(layout, image)
+    argv = [podman_compose_binary(), "-p", layout.project, "-f", str(layout.compose_file), *args]
+    result = subprocess.run(argv, capture_output=True, text=True, env=podman_env(layout), timeout=timeout,
+                            check=False, cwd=str(layout.project_dir))
     if result.returncode != 0:
         raise LifeboatError(f"podman-compose {' '.join(args)} failed (exit {result.returncode}): "
                             f"{(result.stderr or result.stdout).strip()[-1500:]}",
@@ -646,20 +680,46 @@ def render_app_config(layout: ComposeLayout) -> dict:
             "log_file": "/srv/app/logs/app.log", "timeout_s": 2}
 
 
+def sync_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Make ``path`` hold ``data`` with ``mode``; written in place (same inode: a file bind-mounted
+    into a running container sees it) and only when it differs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_bytes() != data:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with open(fd, "wb") as out:
+            out.write(data)
+    os.chmod(path, mode)
+
+
+def write_project_folder(layout: ComposeLayout, image: str) -> None:
+    """The Compose project's folder (:attr:`ComposeLayout.project_dir`), self-contained as a user
+    keeps one: ``compose.yml`` (the template), ``bin/``, ``mariadb.cnf``, ``demoapp/`` (the app's
+    code), ``.env`` (0600, :func:`project_variables`), ``conf/`` and ``secrets/`` (0600,
+    :func:`write_service_files`). A Lifeboat backup stores it; a rebuild brings it back."""
+    make_private_dir(layout.project_dir)
+    sync_file(layout.compose_file, COMPOSE_FILE.read_bytes())
+    sync_file(layout.project_dir / "mariadb.cnf", (COMPOSE_DIR / "mariadb.cnf").read_bytes())
+    for script in sorted((COMPOSE_DIR / "bin").iterdir()):
+        sync_file(layout.project_dir / "bin" / script.name, script.read_bytes(), 0o755)
+    for source in sorted(DEMOAPP_DIR.glob("*.py")):
+        sync_file(layout.project_dir / "demoapp" / source.name, source.read_bytes())
+    sync_file(layout.env_file, render_env_file(project_variables(layout, image)).encode(), 0o600)
+    write_service_files(layout)
+
+
 def write_service_files(layout: ComposeLayout) -> None:
     """Compose secret files (0600) and the services' configs (no secrets)."""
     secrets = ensure_secrets(layout)
     make_private_dir(layout.secrets_dir)
-    write_private_file(layout.secrets_dir / "mysql_init.sql",
-                       svc_mysql.provisioning_sql(secrets, layout.client_hosts))
-    write_private_file(layout.secrets_dir / "redis.conf", render_redis_conf(layout, secrets))
-    write_private_file(layout.secrets_dir / "redis_password", secrets["redis_password"])
+    sync_file(layout.secrets_dir / "mysql_init.sql",
+              svc_mysql.provisioning_sql(secrets, layout.client_hosts).encode(), 0o600)
+    sync_file(layout.secrets_dir / "redis.conf", render_redis_conf(layout, secrets).encode(), 0o600)
+    sync_file(layout.secrets_dir / "redis_password", secrets["redis_password"].encode(), 0o600)
     make_private_dir(layout.app_dir)
     if not layout.app_token_file.exists():  # a placeholder until OpenBao made the real token
         write_private_file(layout.app_token_file, "")
-    layout.conf_dir.mkdir(parents=True, exist_ok=True)
-    (layout.conf_dir / "bao.hcl").write_text(render_bao_hcl(layout))
-    (layout.conf_dir / "app.json").write_text(json.dumps(render_app_config(layout), indent=2) + "\n")
+    sync_file(layout.conf_dir / "bao.hcl", render_bao_hcl(layout).encode())
+    sync_file(layout.conf_dir / "app.json", (json.dumps(render_app_config(layout), indent=2) + "\n").encode())
 
 
 # --- up / down / status -----------------------------------------------------------------------
@@ -700,7 +760,7 @@ def up(state_dir: str | os.PathLike | None = None, seed_rows: int | None = None,
     ensure_secrets(layout)
     ensure_key_files(layout)
     write_podman_conf(layout)
-    write_service_files(layout)
+    write_project_folder(layout, image)
     component_of = {svc: comp for comp, svc in SERVICES.items()}
     with services.locked(layout), net_lock():
         ensure_guard_route(layout)
@@ -814,5 +874,5 @@ def env(state_dir: str | os.PathLike | None = None) -> dict[str, str]:
     layout = load_compose_layout(state_dir)
     values = values_for(layout)
     values.update(LAB_KIND="compose", DOCKER_HOST=layout.docker_host, COMPOSE_PROJECT_NAME=layout.project,
-                  LAB_COMPOSE_FILE=str(COMPOSE_FILE))
+                  LAB_COMPOSE_FILE=str(layout.compose_file))
     return values

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 ---
 module: compose_restore
-short_description: Write a Compose project's stored definition (compose, env and secret files) into a new folder
+short_description: Bring a Compose project's stored definition back into a new folder, and optionally create the project
 version_added: 0.1.0
 description:
   - Decrypts the project files a backup stored with M(lifeboat.dr.compose_backup) into O(dest), a
@@ -19,7 +19,16 @@ description:
     killed run leaves no half-written project at O(dest).
   - Also writes C(lifeboat-project.json) (images, compose files, variables) and returns the
     image references and the variables the compose files use that no stored file defines, to
-    supply when bringing the project up (docs/compose.md, "Bring a project back on an empty host").
+    supply when bringing the project up (docs/runbook.md, "Compose - bring a project back on an empty host").
+  - With O(up=true) it then rebuilds the project on the engine (an engine that lost it - every
+    container and volume gone) by running the Compose command there with C(up --no-start) - the
+    project's network, empty named volumes and containers are created and nothing is started, so
+    that no service runs on empty data; C(restore.yml) then fills the volumes and starts the services
+    in C(depends_on) order, gated on their healthchecks. Before anything is written it proves the
+    engine answers, the project has no container there (an existing project is restored, never
+    rebuilt over), every stored image is on the engine, every variable to supply is given in
+    O(compose_environment) (or this host's environment) and the command is found; else it fails
+    listing every problem, having changed nothing.
 author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -34,12 +43,38 @@ options:
   dest:
     description:
       - The folder to create (or an empty one) for the project's files.
+      - Default - the project's own folder as the set recorded it (the Compose working folder);
+        it too must not exist or be empty.
     type: path
-    required: true
+  up:
+    description:
+      - After writing the files, create the project on the engine with C(COMMAND -p PROJECT -f FILE... up --no-start)
+        run in O(dest) (see the description).
+    type: bool
+    default: false
+  docker_host:
+    description:
+      - The Docker API of the engine (C(unix://...), C(ssh://...)); default C(DOCKER_HOST). Given to the Compose
+        command as C(DOCKER_HOST).
+    type: str
+  compose_command:
+    description:
+      - The Compose implementation to run with O(up=true), as a list (e.g. V([docker, compose]),
+        V([docker-compose]) or V([podman-compose])).
+    type: list
+    elements: str
+    default: [docker, compose]
+  compose_environment:
+    description:
+      - Variables for the Compose command with O(up=true) - the variables to supply, and whatever the
+        implementation needs (e.g. C(CONTAINERS_CONF) for podman). Given in its environment, never in argv;
+        never logged.
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
-    details: Reads the set's project.json and checks the destination; writes nothing.
+    details: Reads the set's project.json, checks the destination and, with O(up=true), the engine; writes nothing.
   diff_mode:
     support: none
   idempotent:
@@ -56,6 +91,15 @@ EXAMPLES = r'''
     key_file: /etc/lifeboat/kek.key
     dest: /srv/shop-restored
   register: project
+
+- name: Rebuild the project on an engine that lost it (files back in its own folder, containers created)
+  lifeboat.dr.compose_restore:
+    store: /var/backups/lifeboat
+    key_file: /etc/lifeboat/kek.key
+    up: true
+    docker_host: unix:///run/docker.sock
+    compose_environment:
+      SHOP_DOMAIN: shop.example.com
 '''
 
 RETURN = r'''
@@ -82,9 +126,14 @@ variables_to_supply:
   returned: always
   type: list
   elements: str
+created:
+  description: With O(up=true) - each service's container state after C(up --no-start) (check mode - empty).
+  returned: when up
+  type: dict
 '''
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.base import open_set
+from ansible_collections.lifeboat.dr.plugins.module_utils.components.compose import rebuild
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.compose.engine import (
     COMPONENT,
     PROJECT_JSON,
@@ -102,13 +151,19 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.store import oplog
 from ansible_collections.lifeboat.dr.plugins.module_utils.store.catalog import Store
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.compose_volumes import client_for
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError
 
 
 def argument_spec():
     """The module's options: store layer and its own."""
     return merge_specs(store_argument_spec(), dict(
         set_id=dict(type="str", default="latest"),
-        dest=dict(type="path", required=True),
+        dest=dict(type="path"),
+        up=dict(type="bool", default=False),
+        docker_host=dict(type="str"),
+        compose_command=dict(type="list", elements="str", default=list(rebuild.DEFAULT_COMMAND)),
+        compose_environment=dict(type="dict", default={}, no_log=True),
     ))
 
 
@@ -123,15 +178,40 @@ def plan(backup_set, dest):
             "variables_to_supply": variables_to_supply(project)}
 
 
+def prove_rebuild(client, project, p):
+    """With up: every problem of the rebuild at once (ConfigError), before anything is written."""
+    problems = rebuild.rebuild_problems(client, project, p["compose_command"], p["compose_environment"])
+    if problems:
+        raise ConfigError(f"cannot rebuild Compose project {project['project']!r}, nothing was changed: "
+                          + "; ".join(problems))
+
+
 def restore(module):
-    """Check mode: the plan; else the project's files into ``dest``."""
+    """Check mode: the plan; else the project's files into ``dest`` (default: the project's own
+    folder), then with ``up`` the project created on the engine (nothing started)."""
     p = module.params
     keyring = keyring_from_params(p)
     backup_set = open_set(Store(p["store"]), COMPONENT, p["set_id"])
+    project = backup_set.read_json(COMPONENT, PROJECT_JSON)
+    dest = p["dest"] or project["working_dir"]
+    client = client_for(p["docker_host"]) if p["up"] else None
+    if client is not None:
+        check_destination(dest)
+        prove_rebuild(client, project, p)
     if module.check_mode:
-        return dict(changed=False, set_id=backup_set.set_id, **plan(backup_set, p["dest"]))
-    result = oplog.run_recorded(p["store"], "restore", lambda handle: restore_project_files(
-        backup_set, keyring, p["dest"]), components=[COMPONENT], backup_id=backup_set.set_id, target=p["dest"])
+        return dict(changed=False, set_id=backup_set.set_id, **plan(backup_set, dest),
+                    **({"created": {}} if p["up"] else {}))
+
+    def restore_and_create(handle):
+        result = restore_project_files(backup_set, keyring, dest)
+        if client is not None:
+            rebuild.create_project(project, result["dest"], p["compose_command"], p["compose_environment"],
+                                   p["docker_host"])
+            result["created"] = rebuild.created_services(client, project["project"])
+        return result
+
+    result = oplog.run_recorded(p["store"], "restore", restore_and_create, components=[COMPONENT],
+                                backup_id=backup_set.set_id, target=dest)
     return dict(changed=True, set_id=backup_set.set_id, **result)
 
 

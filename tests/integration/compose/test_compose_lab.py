@@ -132,7 +132,7 @@ def test_no_credential_in_the_compose_file_nor_in_what_the_engine_shows(compose_
     secrets = [value for value in load_secrets(compose_lab).values() if isinstance(value, str) and len(value) >= 8]
     secrets.append(compose_lab.app_token_file.read_text().strip())
     assert len(secrets) >= 6
-    compose_text = compose_lab_module.COMPOSE_FILE.read_text()
+    compose_text = compose_lab.compose_file.read_text() + compose_lab.env_file.read_text()
     for container in containers_of(docker_client, compose_lab.project):
         shown = json.dumps({"Path": container.attrs.get("Path"), "Args": container.attrs.get("Args"),
                             "Cmd": container.attrs["Config"].get("Cmd"),
@@ -142,7 +142,7 @@ def test_no_credential_in_the_compose_file_nor_in_what_the_engine_shows(compose_
         for secret in secrets:
             assert secret not in shown, f"a credential is visible in {container.name}'s inspect output"
             assert secret not in compose_text
-    for path in compose_lab.secrets_dir.iterdir():
+    for path in [*compose_lab.secrets_dir.iterdir(), compose_lab.env_file]:
         assert path.stat().st_mode & 0o777 == 0o600, path
     assert compose_lab.app_token_file.stat().st_mode & 0o777 == 0o600
 

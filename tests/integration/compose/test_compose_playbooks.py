@@ -22,14 +22,16 @@ REPO = Path(__file__).resolve().parents[3]
 INVENTORY = REPO / "inventories" / "lab-compose"
 
 
-def compose_playbook(layout, name: str, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``ansible-playbook -i inventories/lab-compose playbooks/<name>.yml [extra]`` on ``layout``'s lab."""
+def compose_playbook(layout, name: str, *extra: str, timeout: int = 600,
+                     expect_ok: bool = True) -> subprocess.CompletedProcess:
+    """``ansible-playbook -i inventories/lab-compose playbooks/<name>.yml [extra]`` on ``layout``'s lab
+    (asserted to succeed unless ``expect_ok`` is False)."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                LAB_COMPOSE_STATE_DIR=str(layout.state_dir),
                PATH=f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}")
     proc = subprocess.run(["ansible-playbook", "-i", str(INVENTORY), f"playbooks/{name}.yml", *extra], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0 or not expect_ok, proc.stdout[-4000:] + proc.stderr[-2000:]
     return proc
 
 
@@ -86,34 +88,39 @@ def kept_volumes_of(client, layout, components) -> dict[str, set[str]]:
 
 
 def assert_the_project_files_come_back_from_the_set(layout, set_id: str, dest: Path) -> None:
-    """compose_project.yml writes the compose file, the secret files (0600, same bytes) and the image
-    references of the set into a new folder; the variables given only in the shell are listed."""
+    """compose_project.yml writes the project's folder as it was into a new folder: the compose file,
+    its .env (0600), the secret files (0600, same bytes), the read-only bind-mounted configuration and
+    the app's code at their relative paths, and the image references of the set; the lab keeps every
+    variable in .env, so none is left to supply."""
     shown = compose_playbook(layout, "compose_project", "-e", f"dest={dest}", "-e", f"backup_id={set_id}")
-    assert (dest / "compose.yml").read_bytes() == compose_lab_module.COMPOSE_FILE.read_bytes()
-    secrets_dir = layout.secrets_dir
-    for name in ("mysql_init.sql", "redis_password"):
-        restored = dest / "outside" / (secrets_dir / name).relative_to("/")
-        assert restored.read_bytes() == (secrets_dir / name).read_bytes()
+    assert (dest / "compose.yml").read_bytes() == layout.compose_file.read_bytes()
+    for name in ("mysql_init.sql", "redis_password", "app_vault_token"):
+        restored = dest / "secrets" / name
+        assert restored.read_bytes() == (layout.secrets_dir / name).read_bytes()
         assert restored.stat().st_mode & 0o777 == 0o600
-    compose_dir = compose_lab_module.COMPOSE_FILE.parent
-    for rel in ("bin/entry.sh", "mariadb.cnf"):   # read-only bind mounts: the project's configuration
-        assert (dest / rel).read_bytes() == (compose_dir / rel).read_bytes(), rel
-    app_code = (compose_dir.parent / "demoapp").resolve()
-    assert (dest / "outside" / app_code.relative_to("/") / "app.py").read_bytes() == (app_code / "app.py").read_bytes()
+    assert (dest / ".env").read_bytes() == layout.env_file.read_bytes()
+    assert (dest / ".env").stat().st_mode & 0o777 == 0o600
+    for rel in ("bin/entry.sh", "mariadb.cnf", "demoapp/app.py", "conf/bao.hcl"):  # read-only bind mounts
+        assert (dest / rel).read_bytes() == (layout.project_dir / rel).read_bytes(), rel
+    assert not (dest / "outside").exists(), "the lab's project folder is self-contained"
     project = json.loads((dest / "lifeboat-project.json").read_text())
     assert project["project"] == layout.project
     assert sorted(i["service"] for i in project["images"]) == sorted(compose_lab_module.SERVICES.values())
     assert all(i["image_id"] and i["image"].startswith("localhost/lifeboat-lab:") for i in project["images"])
-    assert project["variables"]["LAB_SUBNET"] is False, "given in the shell at up time: no file defines it"
-    assert "LAB_SUBNET" in shown.stdout
+    assert project["variables"]["LAB_SUBNET"] is True, "defined by the project's .env"
+    assert "variables_to_supply\": []" in shown.stdout
 
-    refused = subprocess.run(["ansible-playbook", "-i", str(INVENTORY), "playbooks/compose_project.yml",
-                              "-e", f"dest={dest}"], cwd=REPO, capture_output=True, text=True, check=False,
-                             env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-                                      LAB_COMPOSE_STATE_DIR=str(layout.state_dir),
-                                      PATH=f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}"))
+    refused = compose_playbook(layout, "compose_project", "-e", f"dest={dest}", expect_ok=False)
     assert refused.returncode != 0 and "exists and is not an empty folder" in refused.stdout
-    assert (dest / "compose.yml").read_bytes() == compose_lab_module.COMPOSE_FILE.read_bytes(), "nothing overwritten"
+    assert (dest / "compose.yml").read_bytes() == layout.compose_file.read_bytes(), "nothing overwritten"
+
+    # a rebuild (up=true) of a project the engine still runs is refused before anything is written
+    elsewhere = dest.parent / "rebuild"
+    refused = compose_playbook(layout, "compose_project", "-e", "up=true", "-e", f"dest={elsewhere}",
+                               "-e", f"backup_id={set_id}", expect_ok=False)
+    assert refused.returncode != 0 and "already has containers on this engine" in refused.stdout
+    assert "nothing was changed" in refused.stdout and "restore.yml" in refused.stdout
+    assert not elsewhere.exists()
 
 
 def test_pitr_playbook_recovers_the_latest_write_by_client_replay_since_the_server_is_in_a_container(compose_lab):

@@ -48,7 +48,7 @@ def test_credentials_are_compose_secret_files_never_values_in_the_compose_file(s
         assert word not in text
     for name, secret in spec["secrets"].items():
         assert set(secret) == {"file"}, name
-        assert secret["file"].startswith("${"), name
+        assert secret["file"].startswith("./secrets/"), f"{name}: a 0600 file of the project's secrets/ folder"
     for body in spec["services"].values():
         assert not any("PASSWORD" in key or "TOKEN" in key for key in body.get("environment", {}))
 
@@ -112,3 +112,23 @@ def test_service_configs_bind_inside_the_container_and_hold_no_secret_in_argv(tm
     app = compose_lab.render_app_config(layout)
     assert app["vault_token_file"] == "/run/secrets/app_vault_token"
     assert not any("password" in key for key in app)
+
+
+def test_every_path_of_the_compose_file_is_inside_its_project_folder(spec):
+    """The lab's project folder is self-contained (compose file, bin/, conf/, secrets/, demoapp/,
+    .env), so a rebuild from the store alone finds every file where the compose file expects it."""
+    for name, body in spec["services"].items():
+        for volume in body.get("volumes", []):
+            source = volume.split(":")[0]
+            assert not source.startswith(("/", "..", "$")), f"{name}: {volume}"
+    assert all(secret["file"].startswith("./") for secret in spec["secrets"].values())
+
+
+def test_the_project_env_file_defines_every_variable_of_the_compose_file(tmp_path):
+    import re
+
+    layout = compose_lab.load_compose_layout(tmp_path)
+    text = compose_lab.render_env_file(compose_lab.project_variables(layout, "localhost/lifeboat-lab:x"))
+    defined = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line and not line.startswith("#")}
+    used = set(re.findall(r"\$\{([A-Z_]+)", compose_lab.COMPOSE_FILE.read_text()))
+    assert used <= defined, sorted(used - defined)
