@@ -73,6 +73,24 @@ options:
     description:
       - Folder for temporary files of O(mode=full) (default the system temp folder).
     type: path
+  compose_project:
+    description:
+      - On a Compose deployment, the project whose services' images the scratch servers of O(mode=full) run
+        in - each scratch MariaDB, redis-server and OpenBao then runs in a throw-away container of the image its
+        service runs (the same server version; entrypoint the server program, this host's network, its folder
+        bind-mounted), removed afterwards. Unset - the servers installed on this host. Needs a Docker API on
+        this host (the folder is bind-mounted).
+    type: str
+  compose_services:
+    description:
+      - With O(compose_project) - the Compose service of each component (C(mysql), C(redis), C(vault)); a
+        component not named runs its scratch server on this host.
+    type: dict
+    default: {}
+  docker_host:
+    description:
+      - With O(compose_project) - the Docker API (default C(DOCKER_HOST)).
+    type: str
   record:
     description:
       - Store the report as the set's verification record.
@@ -147,7 +165,12 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.edge.common import (
 from ansible_collections.lifeboat.dr.plugins.module_utils.ops import orchestrate
 from ansible_collections.lifeboat.dr.plugins.module_utils.ops.set_verify import verify_set
 from ansible_collections.lifeboat.dr.plugins.module_utils.store.oplog import run_recorded, verify_fields
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.compose_project import service_images
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.compose_volumes import client_for
 from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import VerificationFailed
+
+#: The components whose full verification starts a scratch server.
+SCRATCH_COMPONENTS = ("mysql", "redis", "vault")
 
 
 def argument_spec():
@@ -161,6 +184,9 @@ def argument_spec():
         vault_token=dict(type="str", no_log=True),
         vault_check_path=dict(type="str"),
         work_dir=dict(type="path"),
+        compose_project=dict(type="str"),
+        compose_services=dict(type="dict", default={}),
+        docker_host=dict(type="str"),
         record=dict(type="bool", default=True),
     ))
 
@@ -179,7 +205,9 @@ def _verify(module, components, handle):
     handle.update(backup_id=set_id)
     handle.target = set_id
     record = p["record"] and not module.check_mode
-    options = {k: p[k] for k in ("vault_unseal_keys_file", "vault_token", "vault_check_path", "work_dir")}
+    options = {k: p[k] for k in ("vault_unseal_keys_file", "vault_token", "vault_check_path", "work_dir",
+                                 "docker_host")}
+    options["scratch_images"] = scratch_images(p) if p["mode"] == "full" else {}
     report = verify_set(p["store"], set_id, keyring_from_params(p), mode=p["mode"],
                         reference_checks=p["reference_checks"], options=options, record=record)
     if not report["ok"]:
@@ -188,6 +216,14 @@ def _verify(module, components, handle):
                                  + "; ".join(report["failed"][:10]),
                                  hint="do not restore from this set; restore from another one and check the store")
     return dict(changed=record, **report)
+
+
+def scratch_images(p):
+    """``{component: image}`` of the scratch servers that run in containers (``compose_project``), else ``{}``."""
+    if not p["compose_project"]:
+        return {}
+    wanted = {c: s for c, s in p["compose_services"].items() if c in SCRATCH_COMPONENTS}
+    return service_images(client_for(p["docker_host"]), p["compose_project"], wanted)
 
 
 def main():

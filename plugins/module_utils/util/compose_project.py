@@ -196,3 +196,24 @@ def _host_path(mounts: list[dict[str, Any]], data: str) -> tuple[Optional[str], 
     dest, mount = best
     source = PurePosixPath(str(mount.get("Source")))
     return str(source.joinpath(target.relative_to(dest))), mount.get("Name") if mount.get("Type") == "volume" else None
+
+
+def service_images(client: Any, project: str, services: dict[str, str]) -> dict[str, str]:
+    """``{component: image id}`` of each ``services`` entry (``{component: Compose service}``) of
+    ``project``: the image its container runs -- what a full verification's scratch servers run, so
+    they are the version the service runs. NotFound names a service without a container, ConfigError
+    one scaled to several (the list), ConnectionFailure an unreachable engine."""
+    found: dict[str, str] = {}
+    containers = _project_containers(client, project)
+    for component, service in services.items():
+        mine = [c for c in containers if c.labels.get(COMPOSE_SERVICE_LABEL) == service]
+        if not mine:
+            present = sorted({c.labels.get(COMPOSE_SERVICE_LABEL, "?") for c in containers})
+            raise NotFound(f"Compose service {service!r} ({component}) of project {project!r} has no container",
+                           hint=f"services found: {', '.join(present)}; fix lifeboat_compose_services or start it")
+        images = sorted({c.attrs.get("Image") or c.image.id for c in mine})
+        if len(images) > 1:
+            raise ConfigError(f"Compose service {service!r} ({component}) runs containers of several images: "
+                              f"{', '.join(images)}", hint="scale the service to one container, or update them all")
+        found[component] = images[0]
+    return found

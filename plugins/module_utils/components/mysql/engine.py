@@ -77,7 +77,9 @@ def verify_mysql_scratch(backup_set: BackupSet, keyring: KeyRing, options: dict[
 
     meta = read_backup_metadata(backup_set)
     boot_started = time.monotonic()
-    with ScratchMariaDB(base_dir=options.get("work_dir")) as scratch:
+    from ansible_collections.lifeboat.dr.plugins.module_utils.util.scratch import launcher_for
+
+    with ScratchMariaDB(base_dir=options.get("work_dir"), launcher=launcher_for(options, "mysql")) as scratch:
         boot_s = time.monotonic() - boot_started
         started = time.monotonic()
         try:
@@ -102,7 +104,8 @@ def verify_mysql_scratch(backup_set: BackupSet, keyring: KeyRing, options: dict[
     wanted = {k: v for k, v in (meta.get("objects") or {}).items() if v}
     made = {k: v for k, v in (result.get("objects") or {}).items() if v}
     checks.append(check("mysql views, routines, triggers and events recreated", wanted == made,
-                        f"{made or 'none'} (recorded {wanted or 'none'}); scratch server up in {boot_s:.1f} s, "
+                        f"{made or 'none'} (recorded {wanted or 'none'}); scratch server {scratch.launcher.where} "
+                        f"up in {boot_s:.1f} s, "
                         f"restore {restore_s:.1f} s", "mysql/" + meta.get("objects_artifact", "objects")))
     return checks
 
@@ -209,8 +212,9 @@ class MysqlEngine:
 
     def scratch_server(self, options: dict[str, Any]) -> ScratchMariaDB:
         from ansible_collections.lifeboat.dr.plugins.module_utils.components.mysql.scratch import ScratchMariaDB
+        from ansible_collections.lifeboat.dr.plugins.module_utils.util.scratch import launcher_for
 
-        return ScratchMariaDB(base_dir=options.get("work_dir"))
+        return ScratchMariaDB(base_dir=options.get("work_dir"), launcher=launcher_for(options, COMPONENT))
 
 
 ENGINE = register(MysqlEngine())

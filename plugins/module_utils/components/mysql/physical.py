@@ -1223,7 +1223,9 @@ def verify_physical_full(store: Store, backup_set: BackupSet, keyring: KeyRing, 
     except (NotFound, IncompleteBackup, VerificationFailed, ConfigError) as err:
         return [check("mysql physical chain complete", False, err.message, "mysql")]
     checks = [check("mysql physical chain complete", True, " -> ".join(s.set_id for s, _parent in chain), "mysql")]
-    scratch = _scratch_class()(base_dir=options.get("work_dir"))
+    from ansible_collections.lifeboat.dr.plugins.module_utils.util.scratch import launcher_for
+
+    scratch = _scratch_class()(base_dir=options.get("work_dir"), launcher=launcher_for(options, "mysql"))
     scratch.page_size = (chain[-1][1].get("innodb") or {}).get("innodb_page_size")
     try:
         started = time.monotonic()

@@ -31,7 +31,13 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     RestoreFailed,
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import get_logger
-from ansible_collections.lifeboat.dr.plugins.module_utils.util.scratch import ScratchServer, find_program, free_port
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.scratch import (
+    HOST,
+    Launcher,
+    ScratchServer,
+    find_program,
+    free_port,
+)
 
 log = get_logger("mysql.scratch")
 
@@ -72,7 +78,8 @@ class ScratchMariaDB(ScratchServer):
     """
 
     def __init__(self, base_dir: Optional[str] = None, port: Optional[int] = None, buffer_pool_mb: int = 32,
-                 max_allowed_packet_mb: int = 1024) -> None:
+                 max_allowed_packet_mb: int = 1024, launcher: Launcher = HOST) -> None:
+        self.launcher = launcher
         socket_in_base = os.path.join(os.path.abspath(base_dir or "."), "lifeboat-mysql-xxxxxxxx", "mysqld.sock")
         if base_dir and len(socket_in_base) > MAX_SOCKET_PATH:
             log.info("work dir %s is too long for a unix socket path; the scratch MariaDB uses the system temp "
@@ -126,26 +133,32 @@ class ScratchMariaDB(ScratchServer):
             f"max_allowed_packet = {self.max_allowed_packet_mb}M",
             "max_connections = 50",
         ]
-        if os.geteuid() == 0:
+        if self.as_root:
             lines.append("user = root")
         return "\n".join(lines) + "\n"
 
+    @property
+    def as_root(self) -> bool:
+        """The server runs as root: Lifeboat runs as root, or the server runs in a container (as its root)."""
+        return os.geteuid() == 0 or self.launcher is not HOST
+
+    def program(self, name: str) -> str:
+        return self.launcher.program([name], lambda: find_mariadb_program(name))
+
     def initialise(self) -> None:
         """Create the system tables in the empty datadir (``mariadb-install-db --no-defaults``)."""
-        install_db = find_mariadb_program("mariadb-install-db")
+        install_db = self.program("mariadb-install-db")
         self.datadir.mkdir(mode=0o700)
         self.tmpdir.mkdir(mode=0o700)
         argv = [install_db, "--no-defaults", f"--datadir={self.datadir}", "--auth-root-authentication-method=socket",
                 "--skip-test-db", "--skip-name-resolve", f"--innodb-buffer-pool-size={self.buffer_pool_mb}M",
                 f"--innodb-log-file-size={LOG_FILE_MB}M"]
-        if os.geteuid() == 0:
+        if self.as_root:
             argv.append("--user=root")
-        with open(self.log_path, "ab") as out:
-            result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env=_clean_env(), check=False, timeout=300)
-        if result.returncode != 0:
-            raise RestoreFailed(f"mariadb-install-db for the scratch server failed (exit {result.returncode}): "
-                                f"{self.log_tail()}", hint="check the MariaDB server installation")
+        code = self.launcher.run(argv, mounts=[self.root], env=_clean_env(), output=self.log_path, timeout=300)
+        if code != 0:
+            raise RestoreFailed(f"mariadb-install-db for the scratch server ({self.launcher.where}) failed "
+                                f"(exit {code}): {self.log_tail()}", hint="check the MariaDB server installation")
 
     def start(self) -> None:
         """Initialise (first time) and start the server; return once it accepts connections on its socket."""
@@ -155,18 +168,16 @@ class ScratchMariaDB(ScratchServer):
             self.initialise()
         self.cnf.write_text(self.config_text())
         self.cnf.chmod(0o600)
-        mariadbd = find_mariadb_program("mariadbd")
-        self.proc = subprocess.Popen([mariadbd, f"--defaults-file={self.cnf}"], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_clean_env(),
-                                     start_new_session=True)
+        self.proc = self.launcher.popen([self.program("mariadbd"), f"--defaults-file={self.cnf}"],
+                                        mounts=[self.root], env=_clean_env())
         started = time.monotonic()
         while time.monotonic() - started < START_TIMEOUT_S:
             if self.proc.poll() is not None:
                 raise RestoreFailed(f"the scratch mariadbd exited with code {self.proc.returncode}: {self.log_tail()}",
                                     hint="check the MariaDB server installation")
             if self.socket.exists() and self._accepts_connections():
-                log.info("scratch mariadbd pid %d ready on %s (port %d) in %.1f s", self.proc.pid, self.socket,
-                         self.port, time.monotonic() - started)
+                log.info("scratch mariadbd %s (%s) ready on %s (port %d) in %.1f s", self.proc.pid,
+                         self.launcher.where, self.socket, self.port, time.monotonic() - started)
                 return
             time.sleep(0.1)
         raise RestoreFailed(f"the scratch mariadbd did not accept connections within {START_TIMEOUT_S:.0f} s: "

@@ -66,7 +66,14 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import (
     VerificationFailed,
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import ProgressFn, get_logger
-from ansible_collections.lifeboat.dr.plugins.module_utils.util.scratch import ScratchServer, find_program, free_port  # noqa: F401 - free_port re-exported
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.scratch import (  # noqa: F401 - free_port re-exported
+    HOST,
+    Launcher,
+    ScratchServer,
+    find_program,
+    free_port,
+    launcher_for,
+)
 
 if TYPE_CHECKING:  # imported for the annotations only
     from ansible_collections.lifeboat.dr.plugins.module_utils.format.keys import KeyRing
@@ -516,8 +523,9 @@ class ScratchRedis(ScratchServer):
     start_on_enter = False
 
     def __init__(self, base_dir: Optional[str] = None, appendonly: bool = True, port: Optional[int] = None,
-                 extra_config: tuple = ()) -> None:
+                 extra_config: tuple = (), launcher: Launcher = HOST) -> None:
         self.name = "redis-scratch"
+        self.launcher = launcher
         self.root = Path(tempfile.mkdtemp(prefix="lifeboat-redis-", dir=base_dir))
         self.data_dir = self.root / "data"
         self.data_dir.mkdir(mode=0o700)
@@ -543,14 +551,13 @@ class ScratchRedis(ScratchServer):
     def start(self) -> None:
         if self.is_running():
             return
-        server = find_redis_binary()
-        self.proc = subprocess.Popen([server, str(self.conf)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        server = self.launcher.program(["redis-server"], find_redis_binary)
+        self.proc = self.launcher.popen([server, str(self.conf)], mounts=[self.root])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RestoreFailed(f"scratch redis-server exited with code {self.proc.returncode}: "
-                                    f"{self.log_tail()}")
+                raise RestoreFailed(f"scratch redis-server ({self.launcher.where}) exited with code "
+                                    f"{self.proc.returncode}: {self.log_tail()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
@@ -905,7 +912,8 @@ def _verify_aof(backup_set: BackupSet, keyring: KeyRing, work: Path, checks: lis
 
 
 def verify_redis_set(backup_set: BackupSet, keyring: KeyRing, *, mode: str = "quick", work_dir: Optional[str] = None,
-                     progress: Optional[ProgressFn] = None, reference_check: bool = True) -> dict[str, Any]:
+                     progress: Optional[ProgressFn] = None, reference_check: bool = True,
+                     launcher: Launcher = HOST) -> dict[str, Any]:
     """Verify the Redis part of a set; returns ``{ok, mode, component, set_id, checks, rdb}``.
 
     ``quick``: the RDB artifact is decrypted (every chunk authenticated, size/SHA-256
@@ -914,7 +922,8 @@ def verify_redis_set(backup_set: BackupSet, keyring: KeyRing, *, mode: str = "qu
     key counts are compared with the backup record; ``rdb.checks`` names the checks that
     ran. ``full``: the same while the RDB is written to a temporary folder, then restored into a scratch
     redis-server with :func:`restore_redis_from` (key counts compared), and an AOF
-    artifact, if any, is unpacked and checked with ``redis-check-aof``. Never raises for
+    artifact, if any, is unpacked and checked with ``redis-check-aof``. The scratch redis-server runs
+    where ``launcher`` says (this host, or a container of the service's image). Never raises for
     bad data (the report says what failed); raises for missing keys or programs.
     """
     if mode not in ("quick", "full"):
@@ -930,7 +939,7 @@ def verify_redis_set(backup_set: BackupSet, keyring: KeyRing, *, mode: str = "qu
                 report = rdb.check_rdb(reader, reference=reference_checker(reference_check))
             _rdb_checks(report, meta, checks)
         else:
-            report = _verify_full(backup_set, keyring, meta, checks, work_dir, progress, reference_check)
+            report = _verify_full(backup_set, keyring, meta, checks, work_dir, progress, reference_check, launcher)
         if report is not None:
             result["rdb"] = report.to_dict()
     except LifeboatError as err:
@@ -956,7 +965,8 @@ def _rdb_checks(report: rdb.RdbReport, meta: dict[str, Any], checks: list) -> No
 
 
 def _verify_full(backup_set: BackupSet, keyring: KeyRing, meta: dict[str, Any], checks: list, work_dir: Optional[str],
-                 progress: Optional[ProgressFn], reference_check: bool) -> Optional[rdb.RdbReport]:
+                 progress: Optional[ProgressFn], reference_check: bool,
+                 launcher: Launcher = HOST) -> Optional[rdb.RdbReport]:
     report: Optional[rdb.RdbReport] = None
     rundirs.remove_dead_owned_tmpdirs(VERIFY_DIR_PREFIX, root=work_dir)  # a killed verify's plaintext RDB
     work = Path(rundirs.make_owned_tmpdir(VERIFY_DIR_PREFIX, root=work_dir))
@@ -968,11 +978,11 @@ def _verify_full(backup_set: BackupSet, keyring: KeyRing, meta: dict[str, Any], 
         _rdb_checks(report, meta, checks)
         path.unlink()
         if report.ok:
-            with ScratchRedis(base_dir=str(work)) as scratch:
+            with ScratchRedis(base_dir=str(work), launcher=launcher) as scratch:
                 summary = restore_redis_from(backup_set, keyring, service=scratch, data_dir=str(scratch.data_dir),
                                              conn=scratch.params)
                 checks.append(_check("loads into a scratch redis-server with the same key counts", True,
-                                     f"keys per db {summary['keys_per_db']}"))
+                                     f"keys per db {summary['keys_per_db']} (scratch server {launcher.where})"))
         if any(a.get("name") == AOF_ARTIFACT for a in backup_set.artifacts(COMPONENT)):
             _verify_aof(backup_set, keyring, work, checks)
     except RestoreFailed as err:
@@ -1122,12 +1132,13 @@ class RedisEngine:
 
     def verify(self, store: Store, backup_set: BackupSet, keyring: KeyRing, mode: str, options: dict[str, Any],
                measured: dict[str, float]) -> list[dict[str, Any]]:
-        report = verify_redis_set(backup_set, keyring, mode=mode, work_dir=options.get("work_dir"))
+        report = verify_redis_set(backup_set, keyring, mode=mode, work_dir=options.get("work_dir"),
+                                  launcher=launcher_for(options, COMPONENT) if mode == "full" else HOST)
         return [components.check(f"redis {c['name']}", c["ok"], c.get("detail", ""), f"{COMPONENT}/{RDB_ARTIFACT}")
                 for c in report["checks"]]
 
     def scratch_server(self, options: dict[str, Any]) -> ScratchRedis:
-        return ScratchRedis(base_dir=options.get("work_dir"))
+        return ScratchRedis(base_dir=options.get("work_dir"), launcher=launcher_for(options, COMPONENT))
 
 
 ENGINE = components.register(RedisEngine())

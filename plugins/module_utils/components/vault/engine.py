@@ -64,7 +64,13 @@ from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import (
     get_logger,
     set_step,
 )
-from ansible_collections.lifeboat.dr.plugins.module_utils.util.scratch import ScratchServer, free_port
+from ansible_collections.lifeboat.dr.plugins.module_utils.util.scratch import (
+    HOST,
+    Launcher,
+    ScratchServer,
+    free_port,
+    launcher_for,
+)
 
 if TYPE_CHECKING:  # imported for the annotations only
     from ansible_collections.lifeboat.dr.plugins.module_utils.format.keys import KeyRing
@@ -613,8 +619,10 @@ class ScratchBao(ScratchServer):
     stop_timeout_s = 10.0
     log_tail_chars = 2000
 
-    def __init__(self, binary: Optional[str] = None, *, storage: str = "raft", timeout_s: float = 60.0) -> None:
-        self.binary = find_bao_binary(binary)
+    def __init__(self, binary: Optional[str] = None, *, storage: str = "raft", timeout_s: float = 60.0,
+                 launcher: Launcher = HOST) -> None:
+        self.launcher = launcher
+        self.binary = launcher.program(["bao", "vault"], lambda: find_bao_binary(binary))
         self.storage = storage
         self.timeout_s = timeout_s
         self.dir = self.root = Path(tempfile.mkdtemp(prefix="lifeboat-scratch-bao-"))
@@ -645,10 +653,8 @@ class ScratchBao(ScratchServer):
         cfg = self.dir / "server.hcl"
         cfg.write_text(self._config())
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-        logf = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen([self.binary, "server", f"-config={cfg}"], stdout=logf,
-                                     stderr=subprocess.STDOUT, env=env, cwd=self.dir, start_new_session=True)
-        logf.close()
+        self.proc = self.launcher.popen([self.binary, "server", f"-config={cfg}"], mounts=[self.dir], env=env,
+                                        cwd=self.dir, output=self.log_path)
         self.conn = connect(VaultOptions(url=self.url, timeout=30), login=False)
         self._wait_listening()
         if init:
@@ -659,7 +665,8 @@ class ScratchBao(ScratchServer):
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             if self.proc and self.proc.poll() is not None:
-                raise BackupFailed(f"scratch bao server exited with {self.proc.returncode}: {self.log_tail()}")
+                raise BackupFailed(f"scratch bao server ({self.launcher.where}) exited with {self.proc.returncode}: "
+                                   f"{self.log_tail()}")
             try:
                 self.conn.seal_status()  # type: ignore[union-attr]
                 return
@@ -698,7 +705,8 @@ class ScratchBao(ScratchServer):
 def verify_vault_set(backup_set: BackupSet, keyring: KeyRing, *, scratch: bool = False,
                      unseal_keys_file: Optional[str] = None, token: Optional[str] = None,
                      check_path: Optional[str] = None, expected: Optional[dict[str, Any]] = None,
-                     bao_binary: Optional[str] = None, progress: Optional[ProgressFn] = None) -> dict[str, Any]:
+                     bao_binary: Optional[str] = None, progress: Optional[ProgressFn] = None,
+                     launcher: Launcher = HOST) -> dict[str, Any]:
     """Verify the snapshot of ``backup_set``.
 
     Always: decrypt (authenticated), check the snapshot's SHA256SUMS and meta and
@@ -722,8 +730,9 @@ def verify_vault_set(backup_set: BackupSet, keyring: KeyRing, *, scratch: bool =
             raise ConfigError("scratch verification needs the escrowed unseal keys file of the source cluster",
                               hint="set unseal_keys_file (lifeboat_vault_unseal_keys_file)")
         keys = read_unseal_keys(unseal_keys_file)
-        with ScratchBao(bao_binary) as bao:
+        with ScratchBao(bao_binary, launcher=launcher) as bao:
             report.update(_restore_into_scratch(bao, plain.path, keys, token, check_path, expected))
+        report["scratch_on"] = launcher.where
     report["ok"] = True
     return report
 
@@ -836,15 +845,17 @@ class VaultEngine:
         scratch = mode == "full"
         report = verify_vault_set(backup_set, keyring, scratch=scratch,
                                   unseal_keys_file=options.get("vault_unseal_keys_file"),
-                                  token=options.get("vault_token"), check_path=options.get("vault_check_path"))
-        detail = "restored into a scratch OpenBao and unsealed" if scratch else "snapshot checksums and index"
+                                  token=options.get("vault_token"), check_path=options.get("vault_check_path"),
+                                  launcher=launcher_for(options, COMPONENT) if scratch else HOST)
+        detail = (f"restored into a scratch OpenBao {report.get('scratch_on')} and unsealed" if scratch
+                  else "snapshot checksums and index")
         if report.get("check_path_read"):
             detail += f"; {options.get('vault_check_path')} read"
         return [components.check(f"vault {report['mode']}", report.get("ok", False), detail,
                                  f"{COMPONENT}/{SNAPSHOT_ARTIFACT}")]
 
     def scratch_server(self, options: dict[str, Any]) -> ScratchBao:
-        return ScratchBao(options.get("bao_binary"))
+        return ScratchBao(options.get("bao_binary"), launcher=launcher_for(options, COMPONENT))
 
 
 ENGINE = components.register(VaultEngine())
