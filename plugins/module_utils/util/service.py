@@ -793,6 +793,7 @@ def probe_service(service: Service, host: str, port: int, *, timeout_s: float = 
     """Tell an unreachable service from a dead one; changes nothing.
 
     Connects once to ``host:port``; when that fails, asks the manager whether the service runs,
+    (the ``docker`` manager is asked first: a stopped container is dead without a connect timeout),
     its pid, where that process listens (/proc) and where it is configured to listen. Returns
     ``{name, manager, host, port, reachable, error, running, pid, listening, configured,
     verdict, message}`` with ``verdict`` one of :data:`VERDICTS` and ``message`` saying what was
@@ -802,6 +803,13 @@ def probe_service(service: Service, host: str, port: int, *, timeout_s: float = 
     fix_where = address_source or "the address you gave"
     result: dict[str, Any] = dict(name=service.name, manager=service.manager, host=host, port=port, reachable=False,
                                   error=None, running=None, pid=None, listening=None, configured=None)
+    if service.manager == "docker" and not service.is_running():
+        # a stopped container listens nowhere (its network namespace is gone): not worth a connect
+        # timeout per service while a whole project is down
+        result.update(running=False, verdict="dead", message=(
+            f"the docker manager says {service.name} is not running (its container is not running): the server is "
+            f"down; {where} was not tried (the manager finds the service itself, not by its address)"))
+        return result
     error = _try_connect(host, port, timeout_s)
     if error is None:
         result.update(reachable=True, verdict="up", message=f"{service.name} accepts connections on {where}")
