@@ -1153,7 +1153,7 @@ def _runs_commands(service: Any) -> bool:
     writes (extraction, prepare and the exchange happen there, beside the volume's ``_data``),
     with this host's mariabackup (checked against the backup's version like any other).
     """
-    return getattr(service, "manager", "") not in ("docker", "")
+    return bool(getattr(service, "manager", "")) and not in_container(service)
 
 
 def _roll_back(service: Any, path: Path, kept: Path, stamp: str, params: my.ConnParams, timeout_s: float) -> Path:
