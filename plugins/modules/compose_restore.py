@@ -29,6 +29,9 @@ description:
     rebuilt over), every stored image is on the engine, every variable to supply is given in
     O(compose_environment) (or this host's environment) and the command is found; else it fails
     listing every problem, having changed nothing.
+  - A rebuild killed after its files were written blocks no later run - when O(dest) already holds every
+    file of the set byte for byte and the project's containers, if any, were only created (never started),
+    a new run with O(up=true) continues it (C(up --no-start) again creates what is missing).
 author:
   - Lifeboat contributors (!UNKNOWN)
 extends_documentation_fragment:
@@ -130,6 +133,12 @@ created:
   description: With O(up=true) - each service's container state after C(up --no-start) (check mode - empty).
   returned: when up
   type: dict
+continued:
+  description:
+    - With O(up=true) - true when an interrupted rebuild was continued - O(dest) already held every file of the set,
+      byte for byte, and the project's containers, if any, were only created - so the files were not written again.
+  returned: when up
+  type: bool
 '''
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.base import open_set
@@ -167,9 +176,11 @@ def argument_spec():
     ))
 
 
-def plan(backup_set, dest):
-    """Check mode: what would be written where (the destination is checked as a real run would)."""
-    check_destination(dest)
+def plan(backup_set, dest, continuing=False):
+    """Check mode (and a continued rebuild): what would be written where (the destination is checked as
+    a real run would, but for a folder that already holds the set's files)."""
+    if not continuing:
+        check_destination(dest)
     project = backup_set.read_json(COMPONENT, PROJECT_JSON)
     files = [{"path": str(restored_path(e, project["working_dir"])), "role": e["role"], "original": e["path"]}
              for e in project["files"]]
@@ -178,9 +189,10 @@ def plan(backup_set, dest):
             "variables_to_supply": variables_to_supply(project)}
 
 
-def prove_rebuild(client, project, p):
+def prove_rebuild(client, project, p, continuing):
     """With up: every problem of the rebuild at once (ConfigError), before anything is written."""
-    problems = rebuild.rebuild_problems(client, project, p["compose_command"], p["compose_environment"])
+    problems = rebuild.rebuild_problems(client, project, p["compose_command"], p["compose_environment"],
+                                        continuing)
     if problems:
         raise ConfigError(f"cannot rebuild Compose project {project['project']!r}, nothing was changed: "
                           + "; ".join(problems))
@@ -195,15 +207,21 @@ def restore(module):
     project = backup_set.read_json(COMPONENT, PROJECT_JSON)
     dest = p["dest"] or project["working_dir"]
     client = client_for(p["docker_host"]) if p["up"] else None
+    # a rebuild killed after publishing its files is continued, not refused (nothing else is)
+    continuing = client is not None and rebuild.folder_holds_the_set(backup_set, keyring, project, dest)
     if client is not None:
-        check_destination(dest)
-        prove_rebuild(client, project, p)
+        if not continuing:
+            check_destination(dest)
+        prove_rebuild(client, project, p, continuing)
     if module.check_mode:
-        return dict(changed=False, set_id=backup_set.set_id, **plan(backup_set, dest),
-                    **({"created": {}} if p["up"] else {}))
+        return dict(changed=False, set_id=backup_set.set_id, **plan(backup_set, dest, continuing),
+                    **({"created": {}, "continued": continuing} if p["up"] else {}))
 
     def restore_and_create(handle):
-        result = restore_project_files(backup_set, keyring, dest)
+        if continuing:
+            result = dict(plan(backup_set, dest, continuing=True), continued=True)
+        else:
+            result = restore_project_files(backup_set, keyring, dest)
         if client is not None:
             rebuild.create_project(project, result["dest"], p["compose_command"], p["compose_environment"],
                                    p["docker_host"])

@@ -15,6 +15,11 @@ answers; the project has no container there (a project that exists is restored w
 ``restore.yml``, never rebuilt over); every image the set names is on the engine; every
 variable the compose files use that no stored file defines is given; the Compose command is
 found. The command gets the variables in its environment (never argv) and ``DOCKER_HOST``.
+
+A rebuild killed after its files were published blocks no later run: when the folder already
+holds every file of the set byte for byte (:func:`folder_holds_the_set`) and the project's
+containers on the engine, if any, were only created, never started (:func:`only_created`), a
+new run continues it -- ``up --no-start`` again, which creates what is missing.
 """
 
 from __future__ import annotations
@@ -22,15 +27,23 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from typing import Any, Optional, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from ansible_collections.lifeboat.dr.plugins.module_utils.components.compose.engine import (
+    CHUNK,
+    COMPONENT,
     PROJECT_LABEL,
     SERVICE_LABEL,
+    restored_path,
     variables_to_supply,
 )
 from ansible_collections.lifeboat.dr.plugins.module_utils.util.errors import ConfigError, RestoreFailed
 from ansible_collections.lifeboat.dr.plugins.module_utils.util.progress import get_logger
+
+if TYPE_CHECKING:  # imported for the annotations only
+    from ansible_collections.lifeboat.dr.plugins.module_utils.format.keys import KeyRing
+    from ansible_collections.lifeboat.dr.plugins.module_utils.store.reader import BackupSet
 
 DEFAULT_COMMAND = ("docker", "compose")
 UP_TIMEOUT_S = 600.0
@@ -82,15 +95,49 @@ def resolve_command(command: Sequence[str]) -> list[str]:
     return [program, *command[1:]]
 
 
+def only_created(containers: list[Any]) -> bool:
+    """True when every one of ``containers`` was created and never started (state ``created``)."""
+    return all(c.status == "created" for c in containers)
+
+
+def same_bytes(src: Any, path: Path) -> bool:
+    """True when the stream ``src`` and the file ``path`` hold the same bytes."""
+    with open(path, "rb") as have:
+        while True:
+            want = src.read(CHUNK)
+            if want != have.read(len(want) or 1):
+                return False
+            if not want:
+                return True
+
+
+def folder_holds_the_set(backup_set: BackupSet, keyring: KeyRing, project: dict[str, Any], folder: str) -> bool:
+    """True when ``folder`` holds every project file of the set at its restored path, byte for byte
+    (what a rebuild that was interrupted after publishing its files left). Reads only."""
+    root = Path(folder)
+    if not root.is_dir():
+        return False
+    for entry in project["files"]:
+        path = root / restored_path(entry, project["working_dir"])
+        if not path.is_file() or path.stat().st_size != entry.get("size", path.stat().st_size):
+            return False
+        with backup_set.open_artifact(COMPONENT, entry["artifact"], keyring) as src:
+            if not same_bytes(src, path):
+                return False
+    return True
+
+
 def rebuild_problems(client: Any, project: dict[str, Any], command: Sequence[str],
-                     given: dict[str, str]) -> list[str]:
+                     given: dict[str, str], continuing: bool = False) -> list[str]:
     """Everything that stops a rebuild of ``project`` (its ``project.json``), each with its fix;
-    empty when it can go ahead. Reads only."""
+    empty when it can go ahead. ``continuing``: the folder already holds the set's files (an
+    interrupted rebuild), so containers that were only created are its own. Reads only."""
     problems = []
-    existing = sorted(c.name for c in containers_of(client, project["project"]))
-    if existing:
+    existing = containers_of(client, project["project"])
+    if existing and not (continuing and only_created(existing)):
+        names = ", ".join(sorted(f"{c.name} ({c.status})" for c in existing))
         problems.append(f"Compose project {project['project']!r} already has containers on this engine "
-                        f"({', '.join(existing)}): restore its data with restore.yml instead of rebuilding it")
+                        f"({names}): restore its data with restore.yml instead of rebuilding it")
     absent = missing_images(client, project["images"])
     if absent:
         problems.append(f"images not on this engine: {'; '.join(absent)} -- pull or load them first "

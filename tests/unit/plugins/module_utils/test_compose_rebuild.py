@@ -63,7 +63,7 @@ def test_every_problem_is_named_at_once_with_its_fix(monkeypatch):
     problems = rebuild.rebuild_problems(engine, project_json(), ["no-such-compose-tool"], {})
     text = " | ".join(problems)
     assert len(problems) == 4, problems
-    assert "already has containers on this engine (shop_db_1)" in text and "restore.yml" in text
+    assert "already has containers on this engine (shop_db_1 (created))" in text and "restore.yml" in text
     assert "other_x_1" not in text, "another project's containers are none of its business"
     assert "web: shop/web:3" in text and "db: mariadb" not in text and "pull or load" in text
     assert "SHOP_DOMAIN" in text and "DB_IMAGE" not in text and "lifeboat_compose_environment" in text
@@ -123,3 +123,72 @@ def test_the_created_services_are_reported_by_service_name():
     engine = FakeEngine(containers=[container("shop_db_1", "shop", "db"),
                                     container("shop_web_1", "shop", "web", status="created")])
     assert rebuild.created_services(engine, "shop") == {"db": "created", "web": "created"}
+
+
+# --- a rebuild killed after its files were written blocks no later run -------------------------
+class FakeSet:
+    """The project files of a set: artifact name -> bytes (decrypted, as open_artifact gives them)."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files = files
+
+    def open_artifact(self, component, name, keyring):
+        import io
+
+        assert component == "compose"
+        return io.BytesIO(self.files[name])
+
+
+def stored_project(tmp_path, contents: dict[str, bytes]):
+    entries = [{"path": f"/srv/shop/{rel}", "role": "compose", "artifact": f"files/{i:03d}", "size": len(data)}
+               for i, (rel, data) in enumerate(contents.items())]
+    fake = FakeSet({e["artifact"]: contents[e["path"][len("/srv/shop/"):]] for e in entries})
+    return fake, {"project": "shop", "working_dir": "/srv/shop", "files": entries}
+
+
+def write_folder(folder: Path, contents: dict[str, bytes]) -> None:
+    for rel, data in contents.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+
+
+def test_a_folder_holding_every_file_of_the_set_byte_for_byte_is_recognised(tmp_path):
+    contents = {"compose.yml": b"services: {}\n", "secrets/db": b"s3cret", ".env": b"A=1\n" * 50000}
+    fake, project = stored_project(tmp_path, contents)
+    folder = tmp_path / "shop"
+    assert not rebuild.folder_holds_the_set(fake, None, project, str(folder)), "no folder"
+    write_folder(folder, contents)
+    (folder / "lifeboat-project.json").write_text("{}")  # what the restore adds does not matter
+    assert rebuild.folder_holds_the_set(fake, None, project, str(folder))
+
+
+@pytest.mark.parametrize("change", ["missing", "other bytes", "longer", "shorter"])
+def test_a_folder_that_differs_from_the_set_in_any_file_is_not_taken_for_it(tmp_path, change):
+    contents = {"compose.yml": b"services: {}\n", "secrets/db": b"s3cret"}
+    fake, project = stored_project(tmp_path, contents)
+    folder = tmp_path / "shop"
+    write_folder(folder, contents)
+    target = folder / "secrets/db"
+    if change == "missing":
+        target.unlink()
+    elif change == "other bytes":
+        target.write_bytes(b"s3creT")
+    elif change == "longer":
+        target.write_bytes(b"s3cret!")
+    else:
+        target.write_bytes(b"s3cre")
+    assert not rebuild.folder_holds_the_set(fake, None, project, str(folder))
+
+
+def test_containers_only_created_by_an_interrupted_rebuild_do_not_stop_it_from_continuing(monkeypatch):
+    monkeypatch.delenv("SHOP_DOMAIN", raising=False)
+    created = FakeEngine(containers=[container("shop_db_1", "shop", "db")], images={"sha256:aaa", "shop/web:3"})
+    given = {"SHOP_DOMAIN": "x"}
+    assert rebuild.rebuild_problems(created, project_json(), ["sh"], given, continuing=True) == []
+    assert rebuild.rebuild_problems(created, project_json(), ["sh"], given, continuing=False), \
+        "without the set's files in the folder, containers are somebody's project"
+    started = FakeEngine(containers=[container("shop_db_1", "shop", "db"),
+                                     container("shop_web_1", "shop", "web", status="exited")],
+                         images={"sha256:aaa", "shop/web:3"})
+    [problem] = rebuild.rebuild_problems(started, project_json(), ["sh"], given, continuing=True)
+    assert "shop_web_1 (exited)" in problem, "a container that ran is a live project's: restore, not rebuild"
