@@ -9,6 +9,7 @@ beside the volume), the container started and health-gated. The restore's safety
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -34,6 +35,12 @@ def test_a_physical_backup_taken_in_the_container_restores_by_files_into_the_sam
     meta = store.open_set(set_id).component_metadata("mysql")
     assert (meta["method"], meta["backup_type"]) == ("physical", "full")
     assert meta["to_lsn"] > 0 and meta["binlog_position"]["gtid"], "the checkpoints came out of the container"
+    verified = compose_playbook(compose_lab, "verify", "-e", "mode=full", "-e", "components=mysql",
+                                "-e", f"backup_id={set_id}")
+    assert '"result": "VERIFIED"' in verified.stdout
+    record = sorted((store.root / "verifications" / set_id).glob("*.json"))[-1]  # the full one: the newest
+    [started] = [c for c in json.loads(record.read_text())["checks"] if "prepared and started" in c["name"]]
+    assert "in a container of image" in started["detail"], "the prepared datadir opens in the db service's image"
     expected = mysql_checksums(env)
     late_table = f"after_the_backup_{time.time_ns()}"
     with mysql_conn(env) as conn, conn.cursor() as cur:   # damage no binlog records

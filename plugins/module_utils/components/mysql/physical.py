@@ -1242,7 +1242,8 @@ def verify_physical_full(store: Store, backup_set: BackupSet, keyring: KeyRing, 
         scratch.start()
         measured["mysql"] = round(time.monotonic() - started, 3)
         checks.append(check("mysql physical chain prepared and started in a scratch MariaDB", True,
-                            f"{measured['mysql']:.1f} s", f"mysql/{chain[-1][1]['artifact']}"))
+                            f"{measured['mysql']:.1f} s (scratch server {scratch.launcher.where})",
+                            f"mysql/{chain[-1][1]['artifact']}"))
         conn = my.connect(scratch.params.replace(user="root"))
         try:
             figures = table_figures(conn)
