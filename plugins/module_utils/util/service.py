@@ -424,6 +424,10 @@ class DockerService(Service):
         """The name of the container the service resolves to now."""
         return self._call("inspect", lambda c: c.name)
 
+    def labels(self) -> dict[str, str]:
+        """The labels of the container the service resolves to now."""
+        return self._call("inspect", lambda c: dict(c.labels or {}))
+
     def run_command(self, argv: Sequence[str], *, stdin: Optional[BinaryIO] = None,
                     stdout: Optional[BinaryIO] = None, secret_env: Optional[Mapping[str, str]] = None,
                     timeout_s: Optional[float] = None, what: str = "") -> CommandResult:
