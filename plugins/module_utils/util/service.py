@@ -120,11 +120,14 @@ class Service:
     ``is_running()`` never changes anything. ``identified_by_name``: the manager finds the
     service itself (a container by its name or Compose labels), not by where it listens, so
     "not running" says the service at the inventory's address is down even when its address
-    cannot be read back (a stopped container has none).
+    cannot be read back (a stopped container has none). ``listens_only_while_running``: a
+    stopped service leaves nothing at its address (a container's address goes with it), so
+    :func:`probe_service` asks the manager before it tries to connect.
     """
 
     manager = ""
     identified_by_name = False
+    listens_only_while_running = False
 
     def __init__(self, name: str) -> None:
         if not name:
@@ -381,6 +384,7 @@ class DockerService(Service):
 
     manager = "docker"
     identified_by_name = True
+    listens_only_while_running = True
 
     def __init__(self, name: str, *, container: Optional[str] = None, base_url: Optional[str] = None,
                  stop_timeout_s: int = 10, project: Optional[str] = None, service: Optional[str] = None,
@@ -797,7 +801,8 @@ def probe_service(service: Service, host: str, port: int, *, timeout_s: float = 
     """Tell an unreachable service from a dead one; changes nothing.
 
     Connects once to ``host:port``; when that fails, asks the manager whether the service runs,
-    (the ``docker`` manager is asked first: a stopped container is dead without a connect timeout),
+    (a manager whose services listen only while running -- ``docker`` -- is asked first: a stopped
+    container is dead without a connect timeout),
     its pid, where that process listens (/proc) and where it is configured to listen. Returns
     ``{name, manager, host, port, reachable, error, running, pid, listening, configured,
     verdict, message}`` with ``verdict`` one of :data:`VERDICTS` and ``message`` saying what was
@@ -807,12 +812,13 @@ def probe_service(service: Service, host: str, port: int, *, timeout_s: float = 
     fix_where = address_source or "the address you gave"
     result: dict[str, Any] = dict(name=service.name, manager=service.manager, host=host, port=port, reachable=False,
                                   error=None, running=None, pid=None, listening=None, configured=None)
-    if service.manager == "docker" and not service.is_running():
-        # a stopped container listens nowhere (its network namespace is gone): not worth a connect
-        # timeout per service while a whole project is down
+    if service.listens_only_while_running and not service.is_running():
+        # nothing is left at a stopped service's address (a container's goes with it): not worth a
+        # connect timeout per service while a whole project is down
         result.update(running=False, verdict="dead", message=(
-            f"the docker manager says {service.name} is not running (its container is not running): the server is "
-            f"down; {where} was not tried (the manager finds the service itself, not by its address)"))
+            f"the {service.manager} manager says {service.name} is not running: the server is down; {where} was "
+            "not tried (nothing listens there while it is stopped; the manager finds the service itself, not by "
+            "its address)"))
         return result
     error = _try_connect(host, port, timeout_s)
     if error is None:
